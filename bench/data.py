@@ -1,0 +1,339 @@
+"""Datasets: load (local parquet mirror or the Hugging Face Hub), check, split, tokenise, cache, batch.
+
+A dataset is encoded once per (content, settings) and cached on disk; the cache holds the token ids of
+every split flat, with offsets, plus the tokeniser, so a second sweep loads it without tokenising again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from bench.paths import runtime_dir
+
+PAD, UNK = "[PAD]", "[UNK]"
+PAD_ID, UNK_ID = 0, 1
+CACHE_VERSION = 1  # bump when the encoding below changes
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    hub_name: str  # Hugging Face Hub dataset, used when no local mirror is set
+    label_column: str
+    label_map: dict[int, int]  # source label -> class (0 negative, 1 positive)
+    dropped_labels: tuple[int, ...] = ()  # source labels removed from test (Sentiment140's neutral)
+
+
+DATASETS = {
+    "imdb": DatasetSpec("stanfordnlp/imdb", "label", {0: 0, 1: 1}),
+    "sentiment140": DatasetSpec("stanfordnlp/sentiment140", "sentiment", {0: 0, 4: 1}, dropped_labels=(2,)),
+}
+
+
+class DataError(RuntimeError):
+    pass
+
+
+@dataclass
+class Split:
+    """Encoded texts of one split: token ids of text i are ids[offsets[i]:offsets[i + 1]]."""
+
+    ids: np.ndarray  # int32, all texts concatenated
+    offsets: np.ndarray  # int64, len(texts) + 1
+    labels: np.ndarray  # int64 classes
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class EncodedDataset:
+    name: str
+    tokenizer: Tokenizer
+    train: Split
+    val: Split
+    test: Split
+    stats: dict  # rows per split, dropped rows, vocabulary size, token-length statistics
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+
+def make_tokenizer(max_len: int) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence(
+        [
+            normalizers.Replace(Regex(r"<br\s*/?>"), " "),  # IMDB's HTML line breaks
+            # Sentiment140 keeps the source file's HTML entities.
+            normalizers.Replace("&quot;", '"'),
+            normalizers.Replace("&amp;", "&"),
+            normalizers.Replace("&lt;", "<"),
+            normalizers.Replace("&gt;", ">"),
+            normalizers.Replace("&#39;", "'"),
+            normalizers.NFKC(),
+            normalizers.Lowercase(),
+        ]
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Keep the end of long texts: reviews tend to close with their verdict (Keras' pad_sequences does too).
+    tokenizer.enable_truncation(max_len, direction="left")
+    return tokenizer
+
+
+def resolve_data_dir(setting: str | None) -> Path | None:
+    value = setting or os.environ.get("BENCH_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def _no_data_message(name: str, problem: str) -> str:
+    return (
+        f"{problem}\nTo get the {name} data either set BENCH_DATA_DIR (or data_dir in the sweep config) to a "
+        f"folder holding {name}/train.parquet and {name}/test.parquet, or give this machine access to the "
+        f"Hugging Face Hub ({DATASETS[name].hub_name})."
+    )
+
+
+def load_source(name: str, data_dir: Path | None) -> dict:
+    """The raw train and test splits as `datasets.Dataset`s with columns text and the label column."""
+    from datasets import load_dataset  # slow import; only needed on a cache miss
+
+    spec = DATASETS[name]
+    columns = ["text", spec.label_column]
+    cache_dir = str(runtime_dir() / "hf")
+    splits = {}
+    for split in ("train", "test"):
+        if data_dir is not None:
+            path = data_dir / name / f"{split}.parquet"
+            if not path.is_file():
+                raise DataError(_no_data_message(name, f"{path}: file not found"))
+            source = str(path)
+            try:
+                import pyarrow.parquet as pq
+
+                present = set(pq.read_schema(path).names)
+            except Exception as error:
+                raise DataError(f"{path}: not a readable parquet file: {error}") from None
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {missing}; found {sorted(present)}; need {columns}")
+            splits[split] = load_dataset("parquet", data_files=source, split="train", columns=columns,
+                                         cache_dir=cache_dir)
+        else:
+            source = f"{spec.hub_name} ({split})"
+            try:
+                splits[split] = load_dataset(spec.hub_name, split=split, cache_dir=cache_dir)
+            except Exception as error:
+                raise DataError(_no_data_message(name, f"could not load {source}: {error}")) from None
+        _check_schema(splits[split], source, spec, split)
+    return splits
+
+
+def _check_schema(ds, source: str, spec: DatasetSpec, split: str) -> None:
+    text_type = str(ds.features.get("text", ""))
+    if "string" not in text_type:
+        raise DataError(f"{source}: column 'text' must hold strings, found {text_type or 'no such column'}")
+    labels = np.unique(np.asarray(ds.data.column(spec.label_column)))
+    allowed = set(spec.label_map) | (set(spec.dropped_labels) if split == "test" else set())
+    unexpected = sorted(set(labels.tolist()) - allowed)
+    if unexpected:
+        raise DataError(
+            f"{source}: unexpected {spec.label_column} value(s) {unexpected}; allowed: {sorted(allowed)}"
+        )
+
+
+def stratified_subset(labels: np.ndarray, size_or_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a stratified random subset; an int is a row count, a float a fraction."""
+    fraction = size_or_fraction if isinstance(size_or_fraction, float) else size_or_fraction / len(labels)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        chosen.append(rng.choice(members, size=round(len(members) * fraction), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def encode(tokenizer: Tokenizer, texts: list[str], labels: np.ndarray) -> Split:
+    encodings = tokenizer.encode_batch_fast(texts)
+    # A text with no token would have no last state to read: it becomes one [UNK].
+    rows = [e.ids or [UNK_ID] for e in encodings]
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.fromiter((i for r in rows for i in r), dtype=np.int32, count=int(offsets[-1]))
+    return Split(ids, offsets, labels.astype(np.int64))
+
+
+def _length_stats(split: Split) -> dict:
+    lengths = split.lengths
+    return {
+        "mean": round(float(lengths.mean()), 1),
+        "median": int(np.median(lengths)),
+        "p95": int(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+    }
+
+
+def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
+    """Split, train the tokeniser on the training split only, and encode every split."""
+    spec = DATASETS[name]
+    rng = np.random.default_rng(seed)
+    train_src, test_src = sources["train"], sources["test"]
+    to_class = np.vectorize(spec.label_map.get, otypes=[np.int64])
+
+    raw_train = np.asarray(train_src.data.column(spec.label_column))
+    keep = np.arange(len(raw_train))
+    if settings.train_size is not None and settings.train_size < len(keep):
+        keep = stratified_subset(raw_train, settings.train_size, rng)
+    val_idx_local = stratified_subset(raw_train[keep], settings.val_fraction, rng)
+    is_val = np.zeros(len(keep), dtype=bool)
+    is_val[val_idx_local] = True
+    train_idx, val_idx = keep[~is_val], keep[is_val]
+    # Rows are shuffled inside each split: both mirrors are sorted by label.
+    train_idx, val_idx = rng.permutation(train_idx), rng.permutation(val_idx)
+
+    texts = train_src.data.column("text")
+    train_texts = texts.take(train_idx).to_pylist()
+    val_texts = texts.take(val_idx).to_pylist()
+
+    raw_test = np.asarray(test_src.data.column(spec.label_column))
+    test_keep = np.flatnonzero(~np.isin(raw_test, spec.dropped_labels))
+    test_texts = test_src.data.column("text").take(test_keep).to_pylist()
+
+    tokenizer = make_tokenizer(settings.max_len)
+    trainer = trainers.WordLevelTrainer(vocab_size=settings.vocab_size, special_tokens=[PAD, UNK])
+    tokenizer.train_from_iterator(train_texts, trainer=trainer, length=len(train_texts))
+    assert tokenizer.token_to_id(PAD) == PAD_ID and tokenizer.token_to_id(UNK) == UNK_ID
+
+    train = encode(tokenizer, train_texts, to_class(raw_train[train_idx]))
+    val = encode(tokenizer, val_texts, to_class(raw_train[val_idx]))
+    test = encode(tokenizer, test_texts, to_class(raw_test[test_keep]))
+    stats = {
+        "rows": {"train": len(train), "val": len(val), "test": len(test)},
+        "dropped_test_rows": int(len(raw_test) - len(test_keep)),
+        "source_rows": {"train": len(raw_train), "test": len(raw_test)},
+        "vocab_size": tokenizer.get_vocab_size(),
+        "train_tokens": _length_stats(train),
+    }
+    return EncodedDataset(name, tokenizer, train, val, test, stats)
+
+
+_MEMO: dict[str, EncodedDataset] = {}  # one encoding per dataset and process, shared by every trial
+
+
+def load(name: str, settings, seed: int, data_dir: str | None = None, log=print) -> EncodedDataset:
+    """The encoded dataset, from the on-disk cache when its content and settings match."""
+    sources = load_source(name, resolve_data_dir(data_dir))
+    key_material = {
+        "name": name,
+        "fingerprints": {s: ds._fingerprint for s, ds in sources.items()},
+        "settings": settings.model_dump(),
+        "seed": seed,
+        "version": CACHE_VERSION,
+    }
+    key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
+    if key in _MEMO:
+        return _MEMO[key]
+    path = runtime_dir() / "cache" / f"{name}-{key}.npz"
+    if path.is_file():
+        dataset = _read_cache(name, path)
+        log(f"[{name}] encoded data from cache {path}")
+    else:
+        log(f"[{name}] tokenising and encoding (cache miss) ...")
+        dataset = build(name, sources, settings, seed)
+        _write_cache(dataset, path)
+        log(f"[{name}] cached at {path}")
+    _MEMO[key] = dataset
+    return dataset
+
+
+def _write_cache(dataset: EncodedDataset, path: Path) -> None:
+    arrays = {"tokenizer": np.frombuffer(dataset.tokenizer.to_str().encode(), dtype=np.uint8),
+              "stats": np.frombuffer(json.dumps(dataset.stats).encode(), dtype=np.uint8)}
+    for split in ("train", "val", "test"):
+        s = getattr(dataset, split)
+        arrays.update({f"{split}_ids": s.ids, f"{split}_offsets": s.offsets, f"{split}_labels": s.labels})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache entry
+
+
+def _read_cache(name: str, path: Path) -> EncodedDataset:
+    with np.load(path) as f:
+        splits = {s: Split(f[f"{s}_ids"], f[f"{s}_offsets"], f[f"{s}_labels"]) for s in ("train", "val", "test")}
+        tokenizer = Tokenizer.from_str(f["tokenizer"].tobytes().decode())
+        stats = json.loads(f["stats"].tobytes().decode())
+    return EncodedDataset(name, tokenizer, stats=stats, **splits)
+
+
+class BucketBatches(torch.utils.data.Sampler):
+    """Batches of texts of similar length, so that little of each batch is padding.
+
+    Training: shuffle, sort each pool of `pool_batches` batches by length, cut it into batches and shuffle
+    the batch order; a new order every epoch, reproducible from the seed. Evaluation: sorted by length.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50):
+        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
+        self.pool = batch_size * pool_batches
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self):
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            yield from np.array_split(order, range(self.batch_size, len(order), self.batch_size))
+            return
+        order = self.rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start : start + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += np.array_split(pool, range(self.batch_size, len(pool), self.batch_size))
+        for i in self.rng.permutation(len(batches)):
+            yield batches[i]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+class Batches(torch.utils.data.Dataset):
+    """Indexed by a list of row numbers, returns the padded batch (ids, lengths, labels)."""
+
+    def __init__(self, split: Split):
+        self.split = split
+        self.lengths = split.lengths
+
+    def __getitem__(self, rows):
+        lengths = self.lengths[rows]
+        ids = np.full((len(rows), lengths.max()), PAD_ID, dtype=np.int64)
+        for i, (row, n) in enumerate(zip(rows, lengths)):
+            start = self.split.offsets[row]
+            ids[i, :n] = self.split.ids[start : start + n]
+        return torch.from_numpy(ids), torch.from_numpy(lengths), torch.from_numpy(self.split.labels[rows])
+
+    def __len__(self):
+        return len(self.split)
+
+
+def loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
+    sampler = BucketBatches(split.lengths, batch_size, shuffle, seed)
+    # batch_size=None: the sampler yields whole batches, which Batches pads in one go.
+    return torch.utils.data.DataLoader(Batches(split), sampler=sampler, batch_size=None)
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw texts to a padded batch (ids, lengths), for prediction."""
+    split = encode(tokenizer, list(texts), np.zeros(len(texts), dtype=np.int64))
+    ids, lengths, _ = Batches(split)[np.arange(len(split))]
+    return ids, lengths

@@ -1,0 +1,164 @@
+"""The six text classifiers: token ids and lengths in, one logit per text out.
+
+Batches are right-padded with id 0. Every network reads only the real tokens of each text, so padding
+never changes a prediction. Recurrent networks run unpacked over length-bucketed batches (fast on CPU,
+cuDNN on GPU) and read each text's state at its own last real token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.data import PAD_ID
+
+
+def keras_init_(module: nn.Module) -> None:
+    """Keras' default initialisation, which trains these models far faster than PyTorch's defaults:
+    embeddings U(-0.05, 0.05), Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases
+    and an LSTM forget-gate bias of 1."""
+    for m in module.modules():
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+            nn.init.uniform_(m.weight, -0.05, 0.05)
+            with torch.no_grad():
+                m.weight[PAD_ID].zero_()
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.RNNBase):
+            gates = {nn.LSTM: 4, nn.GRU: 3}.get(type(m), 1)
+            for name, p in m.named_parameters():
+                if name.startswith("weight_ih"):
+                    nn.init.xavier_uniform_(p)
+                elif name.startswith("weight_hh"):
+                    for chunk in p.data.chunk(gates, dim=0):
+                        nn.init.orthogonal_(chunk)
+                elif name.startswith("bias"):
+                    nn.init.zeros_(p)
+                    if isinstance(m, nn.LSTM) and name.startswith("bias_ih"):
+                        p.data[m.hidden_size : 2 * m.hidden_size] = 1.0  # gate order i, f, g, o
+
+
+def mlp_head(in_features: int, hidden_size: int, dropout: float) -> nn.Sequential:
+    """Optional hidden ReLU layer, then one logit."""
+    if hidden_size == 0:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 1))
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_features, hidden_size), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden_size, 1),
+    )
+
+
+class Averaging(nn.Module):
+    """Mean of the embeddings of the real tokens -> optional hidden layer -> logit (order-blind)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 0, dropout: float = 0.0):
+        super().__init__()
+        # EmbeddingBag averages without building the (batch, time, dim) tensor; padding_idx is left out.
+        self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, mode="mean", padding_idx=PAD_ID)
+        self.head = mlp_head(embed_dim, hidden_size, dropout)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(ids)).squeeze(-1)
+
+
+class BagConcat(nn.Module):
+    """Embeddings of the first `bag_len` tokens, concatenated in order -> MLP -> logit (fixed window)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int = 32, bag_len: int = 64, hidden_size: int = 64,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.bag_len = bag_len
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.head = mlp_head(bag_len * embed_dim, hidden_size, dropout)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        ids = ids[:, : self.bag_len]
+        ids = nn.functional.pad(ids, (0, self.bag_len - ids.shape[1]), value=PAD_ID)
+        return self.head(self.embedding(ids).flatten(1)).squeeze(-1)
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's real steps in place, leaving its padding at the end."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    index = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+class Recurrent(nn.Module):
+    """Embedding -> recurrent layers -> the state at each text's last real token -> logit.
+
+    Bidirectional: each layer runs a forward RNN and a backward one over the reversed real tokens, so
+    that the backward RNN, too, starts at a real token and never reads padding; the output is the forward
+    state at the last real token joined with the backward state at the first.
+    """
+
+    CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+    def __init__(self, vocab_size: int, cell: str, bidirectional: bool = False, embed_dim: int = 64,
+                 hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        rnn = self.CELLS[cell]
+        self.bidirectional = bidirectional
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.dropout = nn.Dropout(dropout)
+        if bidirectional:
+            sizes = [embed_dim] + [2 * hidden_size] * (num_layers - 1)
+            self.forward_layers = nn.ModuleList(rnn(n, hidden_size, batch_first=True) for n in sizes)
+            self.backward_layers = nn.ModuleList(rnn(n, hidden_size, batch_first=True) for n in sizes)
+        else:
+            self.rnn = rnn(embed_dim, hidden_size, num_layers, batch_first=True,
+                           dropout=dropout if num_layers > 1 else 0.0)
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), 1)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.embedding(ids))
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        last = lengths.to(ids.device) - 1
+        if not self.bidirectional:
+            out, _ = self.rnn(x)
+            return self.head(self.dropout(out[rows, last])).squeeze(-1)
+        lengths = lengths.to(ids.device)
+        for i, (fwd, bwd) in enumerate(zip(self.forward_layers, self.backward_layers)):
+            if i > 0:
+                x = self.dropout(x)
+            out_fwd, _ = fwd(x)
+            out_bwd, _ = bwd(reverse_within_length(x, lengths))
+            x = torch.cat([out_fwd, reverse_within_length(out_bwd, lengths)], dim=-1)
+        # Forward half at the last real token, backward half at the first (its own last step).
+        state = torch.cat([x[rows, last, : x.shape[-1] // 2], x[:, 0, x.shape[-1] // 2 :]], dim=-1)
+        return self.head(self.dropout(state)).squeeze(-1)
+
+
+def simple_rnn(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
+    return Recurrent(vocab_size, "rnn", False, embed_dim, hidden_size, num_layers, dropout)
+
+
+def gru(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
+    return Recurrent(vocab_size, "gru", False, embed_dim, hidden_size, num_layers, dropout)
+
+
+def lstm(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
+    return Recurrent(vocab_size, "lstm", False, embed_dim, hidden_size, num_layers, dropout)
+
+
+def bilstm(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
+    return Recurrent(vocab_size, "lstm", True, embed_dim, hidden_size, num_layers, dropout)
+
+
+ARCHITECTURES = {
+    "averaging": Averaging,
+    "bag_concat": BagConcat,
+    "simple_rnn": simple_rnn,
+    "gru": gru,
+    "lstm": lstm,
+    "bilstm": bilstm,
+}
+
+
+def build_network(architecture: str, vocab_size: int, **params) -> nn.Module:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}")
+    network = ARCHITECTURES[architecture](vocab_size, **params)
+    keras_init_(network)
+    return network

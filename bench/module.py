@@ -1,0 +1,92 @@
+"""The LightningModule that trains any registered network: loss, metrics per stage, optimiser."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+
+
+def _metrics(prefix: str) -> MetricCollection:
+    return MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix=prefix)
+
+
+class TextClassifier(L.LightningModule):
+    def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0):
+        super().__init__()
+        self.network = network
+        self.lr, self.weight_decay = lr, weight_decay
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.train_acc = BinaryAccuracy()
+        self.val_metrics, self.test_metrics = _metrics("val/"), _metrics("test/")
+        self.val_acc_best = MaxMetric()
+        self.best_state: dict | None = None  # weights of the best validation epoch, kept in memory
+        self._epoch_start = self._fit_start = 0.0
+        self._epoch_tokens = 0
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.network(ids, lengths)
+
+    def _step(self, batch):
+        ids, lengths, labels = batch
+        logits = self(ids, lengths).float()
+        return logits, labels, self.loss_fn(logits, labels.float())
+
+    def on_fit_start(self):
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_start(self):
+        self._epoch_start, self._epoch_tokens = time.perf_counter(), 0
+
+    def training_step(self, batch, batch_idx):
+        logits, labels, loss = self._step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}")
+        self.train_acc(logits, labels)
+        self._epoch_tokens += int(batch[1].sum())
+        n = len(labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_end(self):
+        seconds = time.perf_counter() - self._epoch_start
+        self.log("train/epoch_time_s", seconds)
+        self.log("train/tokens_per_s", self._epoch_tokens / seconds)
+
+    def validation_step(self, batch, batch_idx):
+        logits, labels, loss = self._step(batch)
+        self.val_metrics.update(logits, labels)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+
+    def on_validation_epoch_end(self):
+        metrics = self.val_metrics.compute()
+        self.val_metrics.reset()
+        acc = metrics["val/acc"]
+        if self.best_state is None or acc > self.val_acc_best.compute():
+            self.best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+        self.val_acc_best.update(acc)
+        self.log_dict(metrics)
+        self.log("val/acc_best", self.val_acc_best.compute())
+        # Wall-clock seconds since fit start, for learning curves against time rather than epochs.
+        self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.network.load_state_dict(self.best_state)
+
+    def test_step(self, batch, batch_idx):
+        logits, labels, loss = self._step(batch)
+        self.test_metrics.update(logits, labels)
+        self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+
+    def on_test_epoch_end(self):
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -1,0 +1,87 @@
+"""Kept models: a checkpoint file per model, and the MLflow model that predicts from raw text."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from tokenizers import Tokenizer
+
+from bench.data import encode_texts
+from bench.models import build_network
+
+
+def save_checkpoint(path: Path, architecture: str, network_params: dict, network: torch.nn.Module,
+                    tokenizer: Tokenizer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(
+        {
+            "architecture": architecture,
+            "network_params": network_params,
+            "vocab_size": tokenizer.get_vocab_size(),
+            "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+            "tokenizer": tokenizer.to_str(),
+        },
+        tmp,
+    )
+    os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Tokenizer, dict]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    network = build_network(checkpoint["architecture"], checkpoint["vocab_size"], **checkpoint["network_params"])
+    network.load_state_dict(checkpoint["state_dict"])
+    network.eval()
+    return network, Tokenizer.from_str(checkpoint["tokenizer"]), checkpoint
+
+
+@torch.no_grad()
+def predict_proba(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], batch_size: int = 512):
+    """Probability that each text is positive."""
+    probabilities = []
+    for start in range(0, len(texts), batch_size):
+        ids, lengths = encode_texts(tokenizer, texts[start : start + batch_size])
+        probabilities.append(torch.sigmoid(network(ids, lengths).float()).numpy())
+    return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
+
+
+class TextClassifierModel(mlflow.pyfunc.PythonModel):
+    """MLflow model: raw texts (a `text` column, or a list of strings) in, label and probability out."""
+
+    def load_context(self, context):
+        self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
+
+    def predict(self, context, model_input, params=None):
+        if isinstance(model_input, pd.DataFrame):
+            if "text" not in model_input.columns:
+                raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
+            texts = model_input["text"].astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        probability = predict_proba(self.network, self.tokenizer, texts)
+        return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
+
+
+def log_mlflow_model(checkpoint: Path) -> None:
+    """Log the checkpoint as an MLflow pyfunc model named `model` in the active run."""
+    import tokenizers
+
+    mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TextClassifierModel(),
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(Path(__file__).parent)],
+        # Stated, not inferred: inference loads the model in a subprocess, which is slow.
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"tokenizers=={tokenizers.__version__}",
+            f"mlflow=={mlflow.__version__}",
+            "pandas",
+            "numpy",
+        ],
+    )

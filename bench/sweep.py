@@ -1,0 +1,377 @@
+"""A sweep: one Optuna study per (dataset, architecture), every trial an MLflow child run of its study's run.
+
+Studies live in persistent storage, so running the same sweep again resumes: finished trials are kept
+and count toward the budget. The best trial of each study is evaluated once on the test split and kept
+as an MLflow model that predicts from raw text.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import optuna
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
+
+from bench import data as bench_data
+from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig
+from bench.models import build_network
+from bench.module import TextClassifier
+from bench.paths import runtime_dir
+from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
+
+# Lightning's and Optuna's per-trial chatter would drown the progress lines.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")  # batches are built in-process, cheaply
+warnings.filterwarnings("ignore", ".*Experimental.*")  # optuna-integration's callback is marked experimental
+warnings.filterwarnings("ignore", ".*log_every_n_steps.*")  # only epoch-level metrics are logged
+warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs. torch 2.13 deprecation, harmless
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def storage_url(cfg: SweepConfig) -> str:
+    return cfg.storage or f"sqlite:///{runtime_dir() / 'optuna.db'}"
+
+
+def tracking_uri(cfg: SweepConfig) -> str:
+    return cfg.tracking_uri or f"sqlite:///{runtime_dir() / 'mlflow.db'}"
+
+
+def study_name(cfg: SweepConfig, dataset: str, arch: str) -> str:
+    return f"{cfg.name}/{dataset}/{arch}"
+
+
+def device_description() -> str:
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def precision(cfg: SweepConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_tags(cfg: SweepConfig, dataset: str, arch: str) -> dict[str, str]:
+    import lightning
+    import optuna_integration
+
+    return {
+        "sweep": cfg.name,
+        "dataset": dataset,
+        "architecture": arch,
+        "git_commit": git_commit(),
+        "device": device_description(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "optuna": optuna.__version__,
+        "optuna_integration": optuna_integration.__version__,
+        "mlflow": mlflow.__version__,
+    }
+
+
+def suggest(trial: optuna.Trial, space: dict) -> dict:
+    params = {}
+    for name, spec in space.items():
+        if isinstance(spec, FloatParam):
+            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, IntParam):
+            params[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step, log=spec.log)
+        elif isinstance(spec, CategoricalParam):
+            params[name] = trial.suggest_categorical(name, spec.choices)
+        else:
+            params[name] = spec  # fixed value
+    return params
+
+
+def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
+    s = cfg.study.sampler
+    if s.type == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=cfg.seed)
+
+
+def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
+    p = cfg.study.pruner
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.study.max_epochs)
+    return optuna.pruners.NopPruner()
+
+
+class EpochLines(Callback):
+    """One plain line per epoch, for logs and CI where no progress bar is drawn."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def on_validation_end(self, trainer, pl_module):  # after the module has logged its epoch metrics
+        m = trainer.callback_metrics
+        log(
+            f"{self.prefix} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
+            f"train/loss {float(m.get('train/loss', float('nan'))):.4f} val/acc {float(m['val/acc']):.4f} "
+            f"({float(m['time/elapsed_s']):.1f}s)"
+        )
+
+
+def make_trainer(cfg: SweepConfig, grad_clip, callbacks, logger=False) -> L.Trainer:
+    return L.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=precision(cfg),
+        max_epochs=cfg.study.max_epochs,
+        gradient_clip_val=grad_clip,
+        callbacks=callbacks,
+        logger=logger,
+        enable_checkpointing=False,  # the best epoch's weights are kept in memory by TextClassifier
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        num_sanity_val_steps=0,
+        default_root_dir=str(runtime_dir() / "lightning"),
+    )
+
+
+@dataclass
+class StudyContext:
+    cfg: SweepConfig
+    dataset: str
+    arch: str
+    data: bench_data.EncodedDataset
+    client: MlflowClient
+    experiment_id: str
+    parent_run_id: str
+    models_dir: Path
+
+
+def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
+    cfg, prefix = ctx.cfg, f"[{ctx.dataset}/{ctx.arch}] trial {trial.number}"
+    params = suggest(trial, ctx.cfg.space_for(ctx.arch))
+    training = {**TRAINING_DEFAULTS, **{k: v for k, v in params.items() if k in TRAINING_PARAMS}}
+    network_params = {k: v for k, v in params.items() if k not in TRAINING_PARAMS}
+
+    L.seed_everything(cfg.seed + trial.number, verbose=False)
+    network = build_network(ctx.arch, ctx.data.vocab_size, **network_params)
+    module = TextClassifier(network, lr=training["lr"], weight_decay=training["weight_decay"])
+
+    run = ctx.client.create_run(
+        ctx.experiment_id,
+        run_name=f"{ctx.dataset}-{ctx.arch}-trial-{trial.number}",
+        tags={**run_tags(cfg, ctx.dataset, ctx.arch), MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
+              "trial": str(trial.number)},
+    )
+    run_id = run.info.run_id
+    trial.set_user_attr("mlflow_run_id", run_id)
+    n_params = sum(p.numel() for p in network.parameters())
+    for name, value in {**params, "n_params": n_params}.items():
+        ctx.client.log_param(run_id, name, value)
+
+    logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
+    pruning = PyTorchLightningPruningCallback(trial, monitor="val/acc")
+    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), pruning]
+    if not sys.stderr.isatty():
+        callbacks.append(EpochLines(prefix))
+    trainer = make_trainer(cfg, training["grad_clip"], callbacks, logger)
+    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=cfg.seed + trial.number)
+    val_loader = bench_data.loader(ctx.data.val, 512, shuffle=False)
+
+    state = "failed"
+    try:
+        trainer.fit(module, train_loader, val_loader)
+        pruning.check_pruned()
+        state = "complete"
+    except optuna.TrialPruned:
+        state = "pruned"
+        raise
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}"[:500]
+        trial.set_user_attr("error", message)
+        ctx.client.set_tag(run_id, "error", message)
+        raise
+    finally:
+        ctx.client.set_tag(run_id, "state", state)
+        ctx.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
+
+    value = float(module.val_acc_best.compute())
+    if _beats_best(trial.study, value):
+        module.restore_best()
+        path = ctx.models_dir / f"trial-{trial.number}.pt"
+        save_checkpoint(path, ctx.arch, network_params, module.network, ctx.data.tokenizer)
+        trial.set_user_attr("checkpoint", str(path))
+    return value
+
+
+def _beats_best(study: optuna.Study, value: float) -> bool:
+    try:
+        return value > study.best_value
+    except ValueError:  # no completed trial yet
+        return True
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def trial_seconds(trials) -> float:
+    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+               if t.datetime_complete and t.datetime_start)
+
+
+def run_study(ctx: StudyContext, study: optuna.Study) -> None:
+    cfg, name = ctx.cfg, study.study_name
+    budget = cfg.study
+    finished = [t for t in study.trials if t.state in FINISHED]
+    trials_left = None if budget.n_trials is None else budget.n_trials - len(finished)
+    time_left = None if budget.timeout is None else budget.timeout - trial_seconds(finished)
+    started = time.perf_counter()
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len([t for t in study.trials if t.state in FINISHED])
+        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})" if _has_complete(study) else "no best yet"
+        value = f" val/acc {trial.value:.4f}" if trial.value is not None else ""
+        error = f" ({trial.user_attrs.get('error', '')})" if trial.state == TrialState.FAIL else ""
+        spent = time.perf_counter() - started
+        left = []
+        if budget.n_trials is not None:
+            left.append(f"{budget.n_trials - done} trials")
+        if time_left is not None:
+            left.append(_fmt_seconds(max(0.0, time_left - spent)))
+        log(f"[{ctx.dataset}/{ctx.arch}] trial {done}/{budget.n_trials or '?'} {trial.state.name}{value}{error}; "
+            f"{best}; this run {_fmt_seconds(spent)}, budget left: {', '.join(left)}")
+
+    if (trials_left is None or trials_left > 0) and (time_left is None or time_left > 0):
+        log(f"[{ctx.dataset}/{ctx.arch}] study {name}: {len(finished)} trials already finished; running "
+            f"{'up to ' + str(trials_left) + ' trials' if trials_left is not None else 'trials'}"
+            f"{' within ' + _fmt_seconds(time_left) if time_left is not None else ''}")
+        study.optimize(lambda trial: objective(trial, ctx), n_trials=trials_left, timeout=time_left,
+                       catch=(Exception,), callbacks=[progress])
+    else:
+        log(f"[{ctx.dataset}/{ctx.arch}] study {name}: budget already spent ({len(finished)} trials finished)")
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    return any(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
+    """Test metrics of the study's best trial, evaluated once and logged with its model to the study's run."""
+    if not _has_complete(study):
+        log(f"[{ctx.dataset}/{ctx.arch}] no completed trial: nothing to test")
+        return None
+    best = study.best_trial
+    if study.user_attrs.get("test_trial") == best.number:
+        return study.user_attrs["test_metrics"]
+    checkpoint = Path(best.user_attrs["checkpoint"])
+    network, _, saved = load_checkpoint(checkpoint)
+    module = TextClassifier(network)
+    trainer = make_trainer(ctx.cfg, None, callbacks=[])
+    test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
+    metrics = {k: float(v) for k, v in trainer.test(module, test_loader, verbose=False)[0].items()}
+
+    run_id = ctx.parent_run_id
+    ctx.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0)
+                                          for k, v in {**metrics, "val/acc_best": best.value}.items()])
+    for name, value in best.params.items():
+        ctx.client.log_param(run_id, f"best/{name}", value)
+    ctx.client.set_tag(run_id, "best_trial", str(best.number))
+    ctx.client.set_tag(run_id, "best_trial_run_id", best.user_attrs.get("mlflow_run_id", ""))
+    with mlflow.start_run(run_id=run_id):
+        log_mlflow_model(checkpoint)
+    study.set_user_attr("test_metrics", metrics)
+    study.set_user_attr("test_trial", best.number)
+    # Only the best trial's checkpoint is worth keeping.
+    for path in ctx.models_dir.glob("trial-*.pt"):
+        if path != checkpoint:
+            path.unlink()
+    log(f"[{ctx.dataset}/{ctx.arch}] best trial {best.number}: val/acc {best.value:.4f}, "
+        f"test/acc {metrics['test/acc']:.4f} on {len(ctx.data.test)} test texts")
+    return metrics
+
+
+def parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, tags: dict) -> str:
+    """The study's MLflow run, created on the first run of the study and found again on a resume."""
+    run_id = study.user_attrs.get("mlflow_run_id")
+    if run_id is None:
+        run = client.create_run(experiment_id, run_name=study.study_name.replace("/", "-"),
+                                tags={**tags, "study": study.study_name})
+        run_id = run.info.run_id
+        study.set_user_attr("mlflow_run_id", run_id)
+    return run_id
+
+
+def experiment(client: MlflowClient, cfg: SweepConfig, uri: str) -> str:
+    found = client.get_experiment_by_name(cfg.name)
+    if found is not None:
+        return found.experiment_id
+    # With a local store, artifacts go to the runtime folder too (MLflow's default is ./mlruns).
+    location = (runtime_dir() / "mlartifacts" / cfg.name).as_uri() if uri.startswith("sqlite") else None
+    return client.create_experiment(cfg.name, artifact_location=location)
+
+
+def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
+    """Run (or resume) every study of the sweep; returns {(dataset, arch): test metrics or None}."""
+    sweep_start = time.perf_counter()
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment_id = experiment(client, cfg, uri)
+    # The heartbeat lets a later run mark trials of a killed process as failed instead of running forever.
+    storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=30, grace_period=90)
+    log(f"sweep {cfg.name} ({config_path}): {len(cfg.datasets)} datasets x {len(cfg.architectures)} architectures "
+        f"on {device_description()}; MLflow {uri}; Optuna {storage_url(cfg)}")
+
+    results = {}
+    for dataset in cfg.datasets:
+        data = bench_data.load(dataset, cfg.data_for(dataset), cfg.seed, cfg.data_dir, log=log)
+        log(f"[{dataset}] rows {data.stats['rows']}, vocabulary {data.vocab_size}, "
+            f"train tokens per text {data.stats['train_tokens']}")
+        for arch in cfg.architectures:
+            study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage,
+                                        direction="maximize", sampler=make_sampler(cfg), pruner=make_pruner(cfg),
+                                        load_if_exists=True)
+            tags = {**run_tags(cfg, dataset, arch), "config": str(config_path)}
+            ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id,
+                               parent_run(client, experiment_id, study, tags),
+                               runtime_dir() / "models" / cfg.name / dataset / arch)
+            for name, value in data.stats["rows"].items():
+                client.log_param(ctx.parent_run_id, f"rows_{name}", value)
+            run_study(ctx, study)
+            results[(dataset, arch)] = evaluate_best(ctx, study)
+            counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in FINISHED}
+            for name, value in counts.items():
+                client.set_tag(ctx.parent_run_id, f"trials_{name}", str(value))
+            client.set_tag(ctx.parent_run_id, "trial_seconds", f"{trial_seconds(study.trials):.1f}")
+            client.set_terminated(ctx.parent_run_id, "FINISHED")
+    log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - sweep_start)}")
+    return results
