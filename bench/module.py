@@ -7,7 +7,7 @@ import time
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 
@@ -21,11 +21,11 @@ class TextClassifier(L.LightningModule):
         self.network = network
         self.lr, self.weight_decay = lr, weight_decay
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_acc = BinaryAccuracy()
+        self.train_loss, self.train_acc = MeanMetric(), BinaryAccuracy()
         self.val_metrics, self.test_metrics = _metrics("val/"), _metrics("test/")
         self.val_acc_best = MaxMetric()
         self.best_state: dict | None = None  # weights of the best validation epoch, kept in memory
-        self._epoch_start = self._fit_start = 0.0
+        self._epoch_start = self._fit_start = self._train_seconds = 0.0
         self._epoch_tokens = 0
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -46,17 +46,14 @@ class TextClassifier(L.LightningModule):
         logits, labels, loss = self._step(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}")
-        self.train_acc(logits, labels)
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        self.train_acc.update(logits.detach(), labels)
         self._epoch_tokens += int(batch[1].sum())
-        n = len(labels)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
-    def on_train_epoch_end(self):
-        seconds = time.perf_counter() - self._epoch_start
-        self.log("train/epoch_time_s", seconds)
-        self.log("train/tokens_per_s", self._epoch_tokens / seconds)
+    def on_validation_epoch_start(self):
+        if self.trainer.state.fn == "fit":  # validation closes each training epoch: the training part is done
+            self._train_seconds = time.perf_counter() - self._epoch_start
 
     def validation_step(self, batch, batch_idx):
         logits, labels, loss = self._step(batch)
@@ -72,6 +69,14 @@ class TextClassifier(L.LightningModule):
         self.val_acc_best.update(acc)
         self.log_dict(metrics)
         self.log("val/acc_best", self.val_acc_best.compute())
+        # Training metrics are logged here too, so that a trial pruned in this epoch still records them.
+        if self.trainer.state.fn == "fit":
+            self.log("train/loss", self.train_loss.compute())
+            self.log("train/acc", self.train_acc.compute())
+            self.log("train/epoch_time_s", self._train_seconds)
+            self.log("train/tokens_per_s", self._epoch_tokens / self._train_seconds)
+            self.train_loss.reset()
+            self.train_acc.reset()
         # Wall-clock seconds since fit start, for learning curves against time rather than epochs.
         self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
 

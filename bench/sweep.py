@@ -141,7 +141,7 @@ class EpochLines(Callback):
         m = trainer.callback_metrics
         log(
             f"{self.prefix} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
-            f"train/loss {float(m.get('train/loss', float('nan'))):.4f} val/acc {float(m['val/acc']):.4f} "
+            f"train/loss {float(m['train/loss']):.4f} val/acc {float(m['val/acc']):.4f} "
             f"({float(m['time/elapsed_s']):.1f}s)"
         )
 

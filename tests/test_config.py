@@ -1,0 +1,65 @@
+import pytest
+
+from bench.config import ConfigError, FloatParam, load_config
+
+BASE = """
+name: t
+datasets: [imdb]
+architectures: [lstm]
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path, overrides=()):
+    with pytest.raises(ConfigError) as info:
+        load_config(path, list(overrides))
+    return str(info.value)
+
+
+def test_valid_config_and_override(tmp_path):
+    cfg = load_config(write(tmp_path, BASE + "search_space:\n  lr: {type: float, low: 0.001, high: 0.01}\n"),
+                      ["study.n_trials=3", "data.imdb.vocab_size=500"])
+    assert cfg.study.n_trials == 3
+    assert cfg.data_for("imdb").vocab_size == 500
+    assert isinstance(cfg.space_for("lstm")["lr"], FloatParam)
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, BASE + "study:\n  n_trails: 3\n")
+    message = error_of(path)
+    assert str(path) in message and "study.n_trails" in message and "Extra inputs" in message
+
+
+def test_wrong_type(tmp_path):
+    message = error_of(write(tmp_path, BASE + "study:\n  max_epochs: many\n"))
+    assert "study.max_epochs" in message
+
+
+@pytest.mark.parametrize("spec", ["{type: float, low: 0.1, high: 0.01}", "{type: int, low: 4, high: 4}"])
+def test_empty_or_inverted_range(tmp_path, spec):
+    message = error_of(write(tmp_path, BASE + f"search_space:\n  lr: {spec}\n"))
+    assert "search_space.lr" in message and "empty or inverted range" in message
+
+
+def test_unknown_architecture_lists_available(tmp_path):
+    message = error_of(write(tmp_path, BASE.replace("[lstm]", "[transformer]")))
+    assert "unknown architecture 'transformer'" in message and "bilstm" in message
+
+
+def test_unknown_parameter_for_architecture(tmp_path):
+    message = error_of(write(tmp_path, BASE + "search_spaces:\n  lstm: {bag_len: 3}\n"))
+    assert "search_spaces" in message and "bag_len" in message and "hidden_size" in message
+
+
+def test_no_budget_is_an_error(tmp_path):
+    assert "budget" in error_of(write(tmp_path, BASE), ["study.n_trials=null"])
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    assert "no such sweep config" in error_of(tmp_path / "nope.yaml")
+    assert "key.path=value" in error_of(write(tmp_path, BASE), ["study.n_trials"])

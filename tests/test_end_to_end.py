@@ -1,0 +1,69 @@
+"""A real tiny sweep through the real loaders, Optuna, MLflow and the kept model, then a resume."""
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from bench import sweep
+from bench.cli import main
+from bench.config import load_config
+
+ARCHS = ["averaging", "bag_concat", "lstm", "bilstm"]
+OVERRIDES = ["datasets=[imdb, sentiment140]", f"architectures=[{', '.join(ARCHS)}]"]
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, capsys):
+    assert main(["sweep", str(tiny_sweep), *OVERRIDES]) == 0
+    cfg = load_config(tiny_sweep, OVERRIDES)
+    output = capsys.readouterr().out
+    assert "[imdb/lstm] trial 2/2" in output and "budget left" in output
+
+    # Optuna: one study per (dataset, architecture), each with its budget of finished trials and a test score.
+    storage = sweep.storage_url(cfg)
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    assert set(studies) == {f"tiny/{d}/{a}" for d in ("imdb", "sentiment140") for a in ARCHS}
+    for name in studies:
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert len(study.trials) == 2
+        assert study.user_attrs["test_metrics"]["test/acc"] > 0.6, name
+
+    # MLflow: a parent run per study, a child run per trial, with their tags and per-epoch metrics.
+    client = MlflowClient(sweep.tracking_uri(cfg))
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    assert len(parents) == 8 and len(children) == 16
+    child = children[0]
+    for tag in ("dataset", "architecture", "sweep", "trial", "git_commit", "device", "torch", "state"):
+        assert tag in child.data.tags, tag
+    assert child.data.tags["state"] in ("complete", "pruned")
+    assert {"lr", "n_params"} <= set(child.data.params)
+    history = client.get_metric_history(child.info.run_id, "val/acc")
+    assert len(history) >= 1 and "train/tokens_per_s" in child.data.metrics
+    parent = next(r for r in parents if r.data.tags["architecture"] == "lstm" and r.data.tags["dataset"] == "imdb")
+    assert "test/acc" in parent.data.metrics and "best/lr" in parent.data.params
+
+    # The best model predicts from raw text.
+    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    predictions = model.predict(pd.DataFrame({"text": ["great superb loved it", "awful boring mess <br /> dull"]}))
+    assert predictions["label"].tolist() == [1, 0]
+    assert predictions["probability"].between(0, 1).all()
+
+    # Running the same sweep again resumes: no trial is repeated, no run is added.
+    assert main(["sweep", str(tiny_sweep), *OVERRIDES]) == 0
+    assert "budget already spent" in capsys.readouterr().out
+    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == len(runs)
+    # A larger budget adds only the missing trials.
+    assert main(["sweep", str(tiny_sweep), *OVERRIDES, "study.n_trials=3", "architectures=[averaging]"]) == 0
+    study = optuna.load_study(study_name="tiny/imdb/averaging", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+
+
+def test_bad_config_exits_with_a_clear_error(runtime, tiny_sweep, capsys):
+    assert main(["sweep", str(tiny_sweep), "study.max_epochs=0"]) == 2
+    assert "study.max_epochs" in capsys.readouterr().err

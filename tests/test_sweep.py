@@ -1,0 +1,44 @@
+"""The trial life cycle: pruned and failed trials are recorded as such and the sweep goes on."""
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from bench import sweep
+from bench.config import load_config
+
+
+def states(cfg, arch="averaging"):
+    study = optuna.load_study(study_name=sweep.study_name(cfg, "imdb", arch), storage=sweep.storage_url(cfg))
+    return [t.state for t in study.trials]
+
+
+def test_pruned_trial_is_recorded_as_pruned(runtime, tiny_sweep, monkeypatch):
+    # Deterministic: validation accuracy is never above 1.1, so every trial is pruned after its first epoch.
+    monkeypatch.setattr(sweep, "make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(lower=1.1))
+    cfg = load_config(tiny_sweep)
+    results = sweep.run_sweep(cfg, tiny_sweep)
+    assert states(cfg) == [TrialState.PRUNED, TrialState.PRUNED]
+    assert results[("imdb", "averaging")] is None  # no completed trial, so nothing to test
+
+
+class NaNNetwork(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, lengths):
+        return self.weight * float("nan") + torch.zeros(len(ids))
+
+
+def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(runtime, tiny_sweep, monkeypatch):
+    real_build = sweep.build_network
+    monkeypatch.setattr(sweep, "build_network",
+                        lambda arch, *a, **k: NaNNetwork() if arch == "averaging" else real_build(arch, *a, **k))
+    cfg = load_config(tiny_sweep, ["architectures=[averaging, bag_concat]", "study.pruner.type=none"])
+    results = sweep.run_sweep(cfg, tiny_sweep)
+    assert states(cfg, "averaging") == [TrialState.FAIL, TrialState.FAIL]
+    study = optuna.load_study(study_name=sweep.study_name(cfg, "imdb", "averaging"), storage=sweep.storage_url(cfg))
+    assert "training loss is nan" in study.trials[0].user_attrs["error"]
+    assert states(cfg, "bag_concat") == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert results[("imdb", "bag_concat")]["test/acc"] > 0.5
