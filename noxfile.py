@@ -1,0 +1,74 @@
+"""Sessions: sweep, ui, tests, lint. They share one virtualenv, .nox/bench, built once and rebuilt when
+pyproject.toml changes.
+
+PyTorch: without an NVIDIA GPU the CPU build is installed first (`torch==2.13.0`, which this project's
+machines hold as a local CPU wheel); with one, PyPI's default CUDA build. BENCH_TORCH overrides the pip
+arguments, e.g. BENCH_TORCH="torch --index-url https://download.pytorch.org/whl/cpu" on another CPU machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+
+ROOT = Path(__file__).parent
+VENV = ROOT / ".nox" / "bench"
+BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
+RUNTIME = Path(os.environ.get("BENCH_HOME", ROOT / ".bench")).resolve()
+
+
+def torch_requirement() -> list[str]:
+    if os.environ.get("BENCH_TORCH"):
+        return os.environ["BENCH_TORCH"].split()
+    return ["torch>=2.4"] if shutil.which("nvidia-smi") else ["torch==2.13.0"]
+
+
+def bench_env(session: nox.Session) -> Path:
+    """The shared virtualenv, (re)installed when pyproject.toml or the torch choice changed."""
+    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(torch_requirement()).encode())
+    stamp_file = VENV / ".installed"
+    if not (BIN / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(VENV), external=True)
+    if not stamp_file.exists() or stamp_file.read_text() != stamp.hexdigest():
+        pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        session.run(*pip, *torch_requirement(), external=True)
+        session.run(*pip, "-e", f"{ROOT}[test,lint]", external=True)
+        stamp_file.write_text(stamp.hexdigest())
+    return BIN
+
+
+@nox.session(venv_backend="none")
+def sweep(session: nox.Session) -> None:
+    """Run or resume a sweep: nox -s sweep [-- CONFIG] [key.path=value ...] (default sweeps/default.yaml)."""
+    args = list(session.posargs)
+    if not args or "=" in args[0]:
+        args.insert(0, "sweeps/default.yaml")
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "sweep", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def ui(session: nox.Session) -> None:
+    """MLflow UI over the sweep store, on http://127.0.0.1:5000 (only this machine can reach it)."""
+    store = session.posargs[0] if session.posargs else f"sqlite:///{RUNTIME / 'mlflow.db'}"
+    session.run(str(bench_env(session) / "mlflow"), "ui", "--backend-store-uri", store,
+                "--default-artifact-root", (RUNTIME / "mlartifacts").as_uri(),
+                "--host", "127.0.0.1", "--port", "5000", external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The test suite, offline: nox -s tests [-- pytest args], e.g. -- -m "not slow" for the fast tier."""
+    session.run(str(bench_env(session) / "python"), "-m", "pytest", *session.posargs, external=True,
+                env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    session.run(str(bench_env(session) / "ruff"), "check", "bench", "tests", "noxfile.py", external=True)
