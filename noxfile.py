@@ -1,4 +1,4 @@
-"""Sessions: sweep, ui, tests, lint. They share one virtualenv, .nox/bench, built once and rebuilt when
+"""Sessions: sweep, report, ui, tests, lint. They share one virtualenv, .nox/bench, built once and rebuilt when
 pyproject.toml changes.
 
 PyTorch: without an NVIDIA GPU the CPU build is installed first (`torch==2.13.0`, which this project's
@@ -51,6 +51,13 @@ def sweep(session: nox.Session) -> None:
     if not args or "=" in args[0]:
         args.insert(0, "sweeps/default.yaml")
     session.run(str(bench_env(session) / "python"), "-m", "bench", "sweep", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def report(session: nox.Session) -> None:
+    """Regenerate a sweep's report from the MLflow store: nox -s report -- NAME|CONFIG (default: default)."""
+    args = list(session.posargs) or ["default"]
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "report", *args, external=True)
 
 
 @nox.session(venv_backend="none")

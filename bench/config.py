@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,12 +58,12 @@ class IntParam(Strict):
 
 class CategoricalParam(Strict):
     type: Literal["categorical"]
-    choices: list[Union[int, float, str, bool]] = Field(min_length=1)
+    choices: list[int | float | str | bool] = Field(min_length=1)
 
 
-Distribution = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Distribution = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 # A plain value fixes the parameter; a mapping with `type` searches it.
-ParamSpec = Union[Distribution, int, float, str, bool]
+ParamSpec = Distribution | int | float | str | bool
 
 
 class DataSettings(Strict):

@@ -7,7 +7,9 @@ as an MLflow model that predicts from raw text.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -50,16 +52,26 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def storage_url(cfg: SweepConfig) -> str:
-    return cfg.storage or f"sqlite:///{runtime_dir() / 'optuna.db'}"
+def storage_url(cfg: SweepConfig | None) -> str:
+    return (cfg and cfg.storage) or f"sqlite:///{runtime_dir() / 'optuna.db'}"
 
 
-def tracking_uri(cfg: SweepConfig) -> str:
-    return cfg.tracking_uri or f"sqlite:///{runtime_dir() / 'mlflow.db'}"
+def tracking_uri(cfg: SweepConfig | None) -> str:
+    return (cfg and cfg.tracking_uri) or f"sqlite:///{runtime_dir() / 'mlflow.db'}"
 
 
 def study_name(cfg: SweepConfig, dataset: str, arch: str) -> str:
     return f"{cfg.name}/{dataset}/{arch}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_description() -> str:
@@ -92,6 +104,9 @@ def run_tags(cfg: SweepConfig, dataset: str, arch: str) -> dict[str, str]:
         "architecture": arch,
         "git_commit": git_commit(),
         "device": device_description(),
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": lightning.__version__,
@@ -258,7 +273,9 @@ def run_study(ctx: StudyContext, study: optuna.Study) -> None:
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = len([t for t in study.trials if t.state in FINISHED])
-        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})" if _has_complete(study) else "no best yet"
+        best = "no best yet"
+        if _has_complete(study):
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
         value = f" val/acc {trial.value:.4f}" if trial.value is not None else ""
         error = f" ({trial.user_attrs.get('error', '')})" if trial.state == TrialState.FAIL else ""
         spent = time.perf_counter() - started
@@ -293,11 +310,12 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     if study.user_attrs.get("test_trial") == best.number:
         return study.user_attrs["test_metrics"]
     checkpoint = Path(best.user_attrs["checkpoint"])
-    network, _, saved = load_checkpoint(checkpoint)
+    network, _, _ = load_checkpoint(checkpoint)
     module = TextClassifier(network)
     trainer = make_trainer(ctx.cfg, None, callbacks=[])
     test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
     metrics = {k: float(v) for k, v in trainer.test(module, test_loader, verbose=False)[0].items()}
+    metrics["test/ms_per_1k_texts"] = inference_ms_per_1k(network, test_loader, len(ctx.data.test))
 
     run_id = ctx.parent_run_id
     ctx.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0)
@@ -319,6 +337,27 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     return metrics
 
 
+@torch.no_grad()
+def inference_ms_per_1k(network: torch.nn.Module, loader, n_texts: int) -> float:
+    """Milliseconds to classify 1,000 encoded texts on the CPU, in batches of the loader's size."""
+    network.eval()
+    start = time.perf_counter()
+    for ids, lengths, _ in loader:
+        network(ids, lengths)
+    return (time.perf_counter() - start) / n_texts * 1e6
+
+
+def log_importances(client: MlflowClient, run_id: str, study: optuna.Study) -> None:
+    """Optuna's hyperparameter importances (fANOVA) as metrics importance/<param> of the study's run."""
+    try:
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError):  # too few completed trials, or no parameter varied
+        return
+    for name, value in importances.items():
+        client.log_metric(run_id, f"importance/{name}", float(value))
+
+
 def parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, tags: dict) -> str:
     """The study's MLflow run, created on the first run of the study and found again on a resume."""
     run_id = study.user_attrs.get("mlflow_run_id")
@@ -328,6 +367,14 @@ def parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, ta
         run_id = run.info.run_id
         study.set_user_attr("mlflow_run_id", run_id)
     return run_id
+
+
+def log_data_stats(client: MlflowClient, run_id: str, stats: dict) -> None:
+    params = {f"data/rows_{k}": v for k, v in stats["rows"].items()}
+    params.update({f"data/train_tokens_{k}": v for k, v in stats["train_tokens"].items()})
+    params.update({"data/vocab_size": stats["vocab_size"], "data/dropped_test_rows": stats["dropped_test_rows"]})
+    existing = client.get_run(run_id).data.params
+    client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing])
 
 
 def experiment(client: MlflowClient, cfg: SweepConfig, uri: str) -> str:
@@ -351,6 +398,8 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
     log(f"sweep {cfg.name} ({config_path}): {len(cfg.datasets)} datasets x {len(cfg.architectures)} architectures "
         f"on {device_description()}; MLflow {uri}; Optuna {storage_url(cfg)}")
 
+    # The validated config with overrides applied, so that the hash changes with any override too.
+    config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
     results = {}
     for dataset in cfg.datasets:
         data = bench_data.load(dataset, cfg.data_for(dataset), cfg.seed, cfg.data_dir, log=log)
@@ -360,18 +409,18 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
             study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage,
                                         direction="maximize", sampler=make_sampler(cfg), pruner=make_pruner(cfg),
                                         load_if_exists=True)
-            tags = {**run_tags(cfg, dataset, arch), "config": str(config_path)}
+            tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
             ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id,
                                parent_run(client, experiment_id, study, tags),
                                runtime_dir() / "models" / cfg.name / dataset / arch)
-            for name, value in data.stats["rows"].items():
-                client.log_param(ctx.parent_run_id, f"rows_{name}", value)
+            log_data_stats(client, ctx.parent_run_id, data.stats)
             run_study(ctx, study)
             results[(dataset, arch)] = evaluate_best(ctx, study)
             counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in FINISHED}
             for name, value in counts.items():
                 client.set_tag(ctx.parent_run_id, f"trials_{name}", str(value))
             client.set_tag(ctx.parent_run_id, "trial_seconds", f"{trial_seconds(study.trials):.1f}")
+            log_importances(client, ctx.parent_run_id, study)
             client.set_terminated(ctx.parent_run_id, "FINISHED")
     log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - sweep_start)}")
     return results

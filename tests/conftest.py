@@ -22,7 +22,10 @@ def make_texts(labels, rng, style, start):
         rng.shuffle(words)
         words.append(f"id{start + i}")
         text = " ".join(words)
-        texts.append(text.replace(" and ", " <br /><br /> ") if style == "imdb" else text.replace(" it ", " &quot;it&quot; "))
+        if style == "imdb":
+            texts.append(text.replace(" and ", " <br /><br /> "))
+        else:
+            texts.append(text.replace(" it ", " &quot;it&quot; "))
     return texts
 
 

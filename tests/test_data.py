@@ -32,7 +32,8 @@ def test_unexpected_labels(runtime, mirror):
     frame = pd.read_parquet(path)
     frame.loc[0, "sentiment"] = 2  # neutral is allowed in test only
     frame.to_parquet(path)
-    with pytest.raises(data.DataError, match=r"train.parquet: unexpected sentiment value\(s\) \[2\]; allowed: \[0, 4\]"):
+    expected = r"train.parquet: unexpected sentiment value\(s\) \[2\]; allowed: \[0, 4\]"
+    with pytest.raises(data.DataError, match=expected):
         load(mirror, "sentiment140")
 
 

@@ -1,0 +1,414 @@
+"""Markdown report of a sweep, generated from the MLflow tracking store alone: accuracy versus time.
+
+reports/<sweep>/README.md with its figures beside it, and reports/README.md indexing every report.
+The same store gives the same markdown (apart from the generated-at line) and the same figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+GENERATED_PREFIX = "_Generated at "  # the one line that differs between two reports of the same store
+LIBRARIES = ["python", "torch", "lightning", "optuna", "optuna_integration", "mlflow"]
+DATASET_TITLES = {"imdb": "IMDB", "sentiment140": "Sentiment140"}
+# Published figures of the seed articles (shared/seeds), for comparison only.
+SEED_FIGURES = {
+    ("imdb", "simple_rnn"): [(83.25, "seed 003, Keras SimpleRNN(32), 10,000 words, 500 tokens, 5 epochs")],
+    ("imdb", "lstm"): [(84.41, "seed 004, R Keras LSTM(64), 2,500 words, 100 tokens")],
+}
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+@dataclass
+class Trial:
+    run_id: str
+    number: int
+    state: str  # complete, pruned, failed, or running (no final state: still running or killed)
+    val_acc: float | None
+    train_seconds: float | None  # wall-clock seconds of the trial's fit
+    run_seconds: float  # MLflow run duration
+    params: dict
+    metrics: dict
+    error: str = ""
+
+
+@dataclass
+class Study:
+    dataset: str
+    arch: str
+    run_id: str
+    tags: dict
+    params: dict
+    metrics: dict
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def best(self) -> Trial | None:
+        run_id = self.tags.get("best_trial_run_id")
+        return next((t for t in self.trials if t.run_id == run_id), None)
+
+    def count(self, state: str) -> int:
+        return sum(t.state == state for t in self.trials)
+
+
+def _seconds(run) -> float:
+    end = run.info.end_time or run.info.start_time
+    return (end - run.info.start_time) / 1000
+
+
+def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
+    experiment = client.get_experiment_by_name(sweep)
+    if experiment is None:
+        names = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        raise ReportError(f"no sweep {sweep!r} in the tracking store {client.tracking_uri}; sweeps there: {names}")
+    runs = client.search_runs([experiment.experiment_id], max_results=50_000)
+    parents = {r.info.run_id: r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags}
+    studies = {
+        run_id: Study(r.data.tags.get("dataset", "?"), r.data.tags.get("architecture", "?"), run_id,
+                      r.data.tags, r.data.params, r.data.metrics)
+        for run_id, r in parents.items()
+    }
+    for r in runs:
+        parent = r.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        if parent not in studies:
+            continue
+        m = r.data.metrics
+        studies[parent].trials.append(Trial(
+            run_id=r.info.run_id,
+            number=int(r.data.tags.get("trial", -1)),
+            state=r.data.tags.get("state", "running"),
+            val_acc=m.get("val/acc_best"),
+            train_seconds=m.get("time/elapsed_s"),
+            run_seconds=_seconds(r),
+            params=r.data.params,
+            metrics=m,
+            error=r.data.tags.get("error", ""),
+        ))
+    for study in studies.values():
+        study.trials.sort(key=lambda t: t.number)
+    ordered = sorted(studies.values(), key=lambda s: (s.dataset, s.arch))
+    return ordered, experiment.experiment_id
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+@dataclass
+class Row:
+    study: Study
+    val_acc: float | None
+    test: dict
+    n_params: str
+    train_seconds: float | None
+    epoch_seconds: float | None
+    tokens_per_s: float | None
+    latency: float | None
+    total_seconds: float
+
+
+def leaderboard_rows(client: MlflowClient, studies: list[Study]) -> list[Row]:
+    rows = []
+    for s in studies:
+        best = s.best
+        epoch_seconds = tokens = None
+        if best is not None:
+            epoch_seconds = _median(list(_history(client, best.run_id, "train/epoch_time_s").values()))
+            tokens = _median(list(_history(client, best.run_id, "train/tokens_per_s").values()))
+        rows.append(Row(
+            study=s,
+            val_acc=s.metrics.get("val/acc_best"),
+            test={k: s.metrics.get(f"test/{k}") for k in ("acc", "f1", "auroc")},
+            n_params=best.params.get("n_params", "–") if best else "–",
+            train_seconds=best.train_seconds if best else None,
+            epoch_seconds=epoch_seconds,
+            tokens_per_s=tokens,
+            latency=s.metrics.get("test/ms_per_1k_texts"),
+            total_seconds=sum(t.run_seconds for t in s.trials),
+        ))
+    rows.sort(key=lambda r: (-(r.test["acc"] or -1), r.study.arch))
+    return rows
+
+
+def _mark(values: list[float | None], best_is_max: bool) -> set[int]:
+    present = [v for v in values if v is not None]
+    if len(present) < 2:  # nothing to compare
+        return set()
+    target = max(present) if best_is_max else min(present)
+    return {i for i, v in enumerate(values) if v == target}
+
+
+def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
+    columns = [
+        ("val acc %", lambda r: r.val_acc, _pct, True),
+        ("test acc %", lambda r: r.test["acc"], _pct, True),
+        ("test F1 %", lambda r: r.test["f1"], _pct, True),
+        ("test AUROC %", lambda r: r.test["auroc"], _pct, True),
+        ("best trial train s", lambda r: r.train_seconds, _num, False),
+        ("s / epoch", lambda r: r.epoch_seconds, _num, False),
+        ("tokens / s", lambda r: r.tokens_per_s, lambda v: _num(v, 0), True),
+        ("ms / 1k texts", lambda r: r.latency, _num, False),
+        ("study s", lambda r: r.total_seconds, _num, False),
+    ]
+    header = ["architecture", "params"] + [c[0] for c in columns] + ["trials ok/pruned/failed", "MLflow runs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    marks = [_mark([get(r) for r in rows], best_is_max) for _, get, _, best_is_max in columns]
+    for i, r in enumerate(rows):
+        cells = [f"`{r.study.arch}`", r.n_params]
+        for (_, get, fmt, _), marked in zip(columns, marks):
+            text = fmt(get(r))
+            cells.append(f"**{text}**" if i in marked else text)
+        s = r.study
+        cells.append(f"{s.count('complete')}/{s.count('pruned')}/{s.count('failed')}")
+        best = s.best
+        links = f"study `{s.run_id[:8]}`" + (f", best trial `{best.run_id[:8]}`" if best else "")
+        cells.append(links)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Bold: the best value of each column. Runs are in MLflow experiment `{experiment_id}` "
+                 "(`nox -s ui`); the ids shown are the first 8 characters of each run id.")
+    return lines
+
+
+ARCH_ORDER = ["averaging", "bag_concat", "simple_rnn", "gru", "lstm", "bilstm"]
+
+
+def _colors(archs: list[str]) -> dict[str, str]:
+    palette = plt.get_cmap("tab10").colors
+    ordered = sorted(archs, key=lambda a: (ARCH_ORDER.index(a) if a in ARCH_ORDER else 99, a))
+    return {a: matplotlib.colors.to_hex(palette[i % 10]) for i, a in enumerate(ordered)}
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # no version stamp: reproducible
+    plt.close(fig)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats in both time (lower) and accuracy (higher)."""
+    frontier, best = [], float("-inf")
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            frontier.append((x, y))
+            best = y
+    return frontier
+
+
+def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Path) -> None:
+    colors = _colors([s.arch for s in studies])
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        points = []
+        for s in (s for s in studies if s.dataset == dataset):
+            trials = [t for t in s.trials if t.val_acc is not None and t.train_seconds is not None]
+            xs, ys = [t.train_seconds for t in trials], [100 * t.val_acc for t in trials]
+            ax.scatter(xs, ys, color=colors[s.arch], label=s.arch, alpha=0.8, s=28)
+            points += zip(xs, ys)
+        frontier = pareto(points)
+        if frontier:
+            ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black",
+                    linewidth=1, label="Pareto frontier")
+        ax.set_xscale("log")
+        ax.set_xlabel("training time of the trial (s, log scale)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(DATASET_TITLES.get(dataset, dataset))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def learning_curves_figure(client: MlflowClient, studies: list[Study], datasets: list[str], path: Path) -> None:
+    colors = _colors([s.arch for s in studies])
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for s in (s for s in studies if s.dataset == dataset and s.best is not None):
+            acc = _history(client, s.best.run_id, "val/acc")
+            seconds = _history(client, s.best.run_id, "time/elapsed_s")
+            steps = sorted(set(acc) & set(seconds))
+            ax.plot([seconds[k] for k in steps], [100 * acc[k] for k in steps], marker="o", markersize=3,
+                    color=colors[s.arch], label=s.arch)
+        ax.set_xlabel("wall-clock seconds since the trial started")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: best trial of each architecture")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def findings(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
+    """Claims computed from the leaderboard cells only."""
+    lines = []
+    for dataset, rows in rows_by_dataset.items():
+        title = DATASET_TITLES.get(dataset, dataset)
+        tested = [r for r in rows if r.test["acc"] is not None]
+        if not tested:
+            lines.append(f"- {title}: no architecture has a test accuracy yet.")
+            continue
+        best = tested[0]
+        claim = f"- {title}: `{best.study.arch}` has the best test accuracy, {_pct(best.test['acc'])}%"
+        if len(tested) > 1:
+            runner = tested[1]
+            gap = 100 * (best.test["acc"] - runner.test["acc"])
+            claim += f", {gap:.2f} points ahead of `{runner.study.arch}` ({_pct(runner.test['acc'])}%)"
+        lines.append(claim + ".")
+        close = [r for r in tested if r.train_seconds is not None and best.test["acc"] - r.test["acc"] <= 0.01]
+        if close:
+            fastest = min(close, key=lambda r: (r.train_seconds, r.study.arch))
+            lines.append(
+                f"- {title}: within one point of the best test accuracy, `{fastest.study.arch}` trained its best "
+                f"model in the least time, {_num(fastest.train_seconds)} s ({_pct(fastest.test['acc'])}%)."
+            )
+        for r in tested:
+            for figure, source in SEED_FIGURES.get((dataset, r.study.arch), []):
+                diff = 100 * r.test["acc"] - figure
+                lines.append(
+                    f"- {title}: `{r.study.arch}` reaches {_pct(r.test['acc'])}% against {figure:.2f}% in {source}: "
+                    f"{abs(diff):.2f} points {'above' if diff >= 0 else 'below'}."
+                )
+    return lines
+
+
+def _data_table(studies: list[Study], datasets: list[str]) -> list[str]:
+    lines = ["| dataset | train | val | test | test rows dropped | vocabulary | train tokens per text "
+             "(mean / median / p95 / max) |", "|---|---|---|---|---|---|---|"]
+    for dataset in datasets:
+        p = next((s.params for s in studies if s.dataset == dataset and "data/rows_train" in s.params), {})
+        tokens = " / ".join(p.get(f"data/train_tokens_{k}", "–") for k in ("mean", "median", "p95", "max"))
+        lines.append(f"| {DATASET_TITLES.get(dataset, dataset)} | {p.get('data/rows_train', '–')} | "
+                     f"{p.get('data/rows_val', '–')} | {p.get('data/rows_test', '–')} | "
+                     f"{p.get('data/dropped_test_rows', '–')} | {p.get('data/vocab_size', '–')} | {tokens} |")
+    return lines
+
+
+def _architecture_details(studies: list[Study]) -> list[str]:
+    lines = []
+    for s in studies:
+        best_params = {k[len("best/"):]: v for k, v in sorted(s.params.items()) if k.startswith("best/")}
+        importances = sorted(((k[len("importance/"):], v) for k, v in s.metrics.items()
+                              if k.startswith("importance/")), key=lambda kv: (-kv[1], kv[0]))
+        params = ", ".join(f"`{k}={v}`" for k, v in best_params.items()) or "none (no completed trial)"
+        imp = ", ".join(f"`{k}` {v:.2f}" for k, v in importances) or "not computed (too few completed trials)"
+        lines.append(f"| {DATASET_TITLES.get(s.dataset, s.dataset)} | `{s.arch}` | {params} | {imp} |")
+    return ["| dataset | architecture | best hyperparameters | importance (fANOVA) |", "|---|---|---|---|"] + lines
+
+
+def _problems(studies: list[Study]) -> list[str]:
+    lines = []
+    for s in studies:
+        name = f"{s.dataset}/{s.arch}"
+        if not any(t.state in ("complete", "pruned") for t in s.trials):
+            lines.append(f"- `{name}`: no finished trial yet.")
+        elif s.metrics.get("test/acc") is None:
+            lines.append(f"- `{name}`: no test accuracy yet (no completed trial, or the study is still running).")
+        for t in s.trials:
+            if t.state == "failed":
+                error = t.error or "no error recorded"
+                lines.append(f"- `{name}` trial {t.number} failed (run `{t.run_id[:8]}`): {error}")
+            elif t.state == "running":
+                lines.append(f"- `{name}` trial {t.number} has no final state: still running, or killed.")
+    return lines
+
+
+def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"), now: dt.datetime | None = None,
+                 log=print) -> Path:
+    client = MlflowClient(tracking_uri)
+    studies, experiment_id = collect(client, sweep)
+    folder = out_dir / sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    datasets = sorted({s.dataset for s in studies}, key=lambda d: (list(DATASET_TITLES).index(d)
+                                                                     if d in DATASET_TITLES else 99, d))
+    tags = studies[0].tags if studies else {}
+    rows_by_dataset = {d: leaderboard_rows(client, [s for s in studies if s.dataset == d]) for d in datasets}
+    started = [t.run_seconds for s in studies for t in s.trials]
+
+    lines = [f"# Sweep `{sweep}`: accuracy versus time", ""]
+    lines.append(f"{GENERATED_PREFIX}{(now or dt.datetime.now(dt.timezone.utc)).strftime('%Y-%m-%d %H:%M UTC')} "
+                 f"from the MLflow store `{tracking_uri}` by `nox -s report -- {sweep}`._")
+    lines += [
+        "",
+        f"- Config: `{tags.get('config', '?')}` (sha256 of the validated config `{tags.get('config_sha256', '?')}`); "
+        f"git commit `{tags.get('git_commit', '?')[:12]}`",
+        f"- Machine: {tags.get('cpu', '?')}, {tags.get('cores', '?')} cores, GPU: {tags.get('gpu', '?')}; "
+        f"device used: {tags.get('device', '?')}",
+        "- Libraries: " + ", ".join(f"{lib} {tags.get(lib, '?')}" for lib in LIBRARIES),
+        f"- Studies: {len(studies)}; trials: {len(started)}; time in trials: {_num(sum(started) / 60)} min",
+        "",
+        "## Data",
+        "",
+        *_data_table(studies, datasets),
+        "",
+        "## Accuracy versus training time",
+        "",
+        "Every trial is a point (validation accuracy of its best epoch against the wall-clock time of its "
+        "training); the black line is the Pareto frontier: no trial is both faster and more accurate.",
+        "",
+        "![accuracy versus training time](accuracy_vs_time.png)",
+        "",
+    ]
+    accuracy_vs_time_figure(studies, datasets, folder / "accuracy_vs_time.png")
+    for dataset in datasets:
+        lines += [f"## Leaderboard: {DATASET_TITLES.get(dataset, dataset)}", "",
+                  *leaderboard(rows_by_dataset[dataset], experiment_id), ""]
+    lines += [
+        "Columns: validation accuracy of the study's best trial; test metrics of that trial, evaluated once; "
+        "its parameter count, training time, median seconds per epoch and training tokens per second; "
+        "inference time per 1,000 test texts; the study's total trial time.",
+        "",
+        "## Learning curves",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "## Findings",
+        "",
+        *findings(rows_by_dataset),
+        "",
+        "## Best hyperparameters and their importance",
+        "",
+        *_architecture_details(studies),
+        "",
+    ]
+    learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
+    problems = _problems(studies)
+    if problems:
+        lines += ["## Missing or failed", "", *problems, ""]
+    (folder / "README.md").write_text("\n".join(lines))
+    write_index(out_dir)
+    log(f"report written to {folder / 'README.md'}")
+    return folder / "README.md"
+
+
+def write_index(out_dir: Path) -> None:
+    lines = ["# Reports", "", "One folder per sweep, generated by `nox -s report -- NAME` from the MLflow store.", "",
+             "| sweep | report |", "|---|---|"]
+    for readme in sorted(out_dir.glob("*/README.md")):
+        name = readme.parent.name
+        lines.append(f"| `{name}` | [{name}/README.md]({name}/README.md) |")
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
