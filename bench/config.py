@@ -109,6 +109,7 @@ class SweepConfig(Strict):
     study: StudySettings = StudySettings()
     search_space: dict[str, ParamSpec] = {}  # shared by every architecture
     search_spaces: dict[str, dict[str, ParamSpec]] = {}  # per architecture, overriding the shared one
+    dataset_search_spaces: dict[str, dict[str, ParamSpec]] = {}  # per dataset, overriding both (batch size...)
     storage: str | None = None  # Optuna storage URL; None = SQLite in the runtime folder
     tracking_uri: str | None = None  # MLflow tracking URI; None = SQLite in the runtime folder
     precision: str = "auto"  # Lightning precision; auto = bf16-mixed on a GPU that has it, else 32-true
@@ -138,17 +139,25 @@ class SweepConfig(Strict):
             _check_param_names(arch, space)
         return spaces
 
+    @field_validator("dataset_search_spaces")
+    @classmethod
+    def _known_dataset_spaces(cls, spaces):
+        for dataset in spaces:
+            _known(dataset, DATASETS, "dataset")
+        return spaces
+
     @model_validator(mode="after")
-    def _shared_space_fits(self):
+    def _spaces_fit(self):
         for arch in self.architectures:
-            _check_param_names(arch, self.space_for(arch), context="search_space")
+            for dataset in self.datasets:
+                _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
         return self
 
     def data_for(self, dataset: str) -> DataSettings:
         return self.data.get(dataset, DataSettings())
 
-    def space_for(self, arch: str) -> dict[str, ParamSpec]:
-        return {**self.search_space, **self.search_spaces.get(arch, {})}
+    def space_for(self, arch: str, dataset: str) -> dict[str, ParamSpec]:
+        return {**self.search_space, **self.search_spaces.get(arch, {}), **self.dataset_search_spaces.get(dataset, {})}
 
 
 def _known(name, registry, what):

@@ -192,7 +192,7 @@ class StudyContext:
 
 def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
     cfg, prefix = ctx.cfg, f"[{ctx.dataset}/{ctx.arch}] trial {trial.number}"
-    params = suggest(trial, ctx.cfg.space_for(ctx.arch))
+    params = suggest(trial, ctx.cfg.space_for(ctx.arch, ctx.dataset))
     training = {**TRAINING_DEFAULTS, **{k: v for k, v in params.items() if k in TRAINING_PARAMS}}
     network_params = {k: v for k, v in params.items() if k not in TRAINING_PARAMS}
 

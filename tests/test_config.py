@@ -26,7 +26,7 @@ def test_valid_config_and_override(tmp_path):
                       ["study.n_trials=3", "data.imdb.vocab_size=500"])
     assert cfg.study.n_trials == 3
     assert cfg.data_for("imdb").vocab_size == 500
-    assert isinstance(cfg.space_for("lstm")["lr"], FloatParam)
+    assert isinstance(cfg.space_for("lstm", "imdb")["lr"], FloatParam)
 
 
 def test_unknown_key_names_file_and_key(tmp_path):
