@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -203,7 +204,7 @@ ARCH_ORDER = ["averaging", "bag_concat", "simple_rnn", "gru", "lstm", "bilstm"]
 
 def _colors(archs: list[str]) -> dict[str, str]:
     palette = plt.get_cmap("tab10").colors
-    ordered = sorted(archs, key=lambda a: (ARCH_ORDER.index(a) if a in ARCH_ORDER else 99, a))
+    ordered = sorted(set(archs), key=lambda a: (ARCH_ORDER.index(a) if a in ARCH_ORDER else 99, a))
     return {a: matplotlib.colors.to_hex(palette[i % 10]) for i, a in enumerate(ordered)}
 
 
@@ -237,6 +238,10 @@ def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Pat
             ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black",
                     linewidth=1, label="Pareto frontier")
         ax.set_xscale("log")
+        # Plain numbers at 1, 2 and 5 of each decade: the default 3x10^0 labels collide on a narrow range.
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training time of the trial (s, log scale)")
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(DATASET_TITLES.get(dataset, dataset))
@@ -308,13 +313,23 @@ def _data_table(studies: list[Study], datasets: list[str]) -> list[str]:
     return lines
 
 
+def _short(value: str) -> str:
+    """A float parameter to 4 significant digits; anything else as logged."""
+    if "." in value or "e-" in value:
+        try:
+            return f"{float(value):.4g}"
+        except ValueError:
+            pass
+    return value
+
+
 def _architecture_details(studies: list[Study]) -> list[str]:
     lines = []
     for s in studies:
         best_params = {k[len("best/"):]: v for k, v in sorted(s.params.items()) if k.startswith("best/")}
         importances = sorted(((k[len("importance/"):], v) for k, v in s.metrics.items()
                               if k.startswith("importance/")), key=lambda kv: (-kv[1], kv[0]))
-        params = ", ".join(f"`{k}={v}`" for k, v in best_params.items()) or "none (no completed trial)"
+        params = ", ".join(f"`{k}={_short(v)}`" for k, v in best_params.items()) or "none (no completed trial)"
         imp = ", ".join(f"`{k}` {v:.2f}" for k, v in importances) or "not computed (too few completed trials)"
         lines.append(f"| {DATASET_TITLES.get(s.dataset, s.dataset)} | `{s.arch}` | {params} | {imp} |")
     return ["| dataset | architecture | best hyperparameters | importance (fANOVA) |", "|---|---|---|---|"] + lines

@@ -39,7 +39,8 @@ from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
 
-# Lightning's and Optuna's per-trial chatter would drown the progress lines.
+# Lightning's, Optuna's and MLflow's per-trial chatter would drown the progress lines.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")  # batches are built in-process, cheaply
