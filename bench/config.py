@@ -124,12 +124,12 @@ class SweepConfig(Strict):
     def _known_architectures(cls, names):
         return [_known(name, ARCHITECTURES, "architecture") for name in names]
 
-    @field_validator("data")
+    @field_validator("data", "dataset_search_spaces")
     @classmethod
-    def _known_data(cls, data):
-        for name in data:
+    def _keyed_by_known_datasets(cls, mapping):
+        for name in mapping:
             _known(name, DATASETS, "dataset")
-        return data
+        return mapping
 
     @field_validator("search_spaces")
     @classmethod
@@ -137,13 +137,6 @@ class SweepConfig(Strict):
         for arch, space in spaces.items():
             _known(arch, ARCHITECTURES, "architecture")
             _check_param_names(arch, space)
-        return spaces
-
-    @field_validator("dataset_search_spaces")
-    @classmethod
-    def _known_dataset_spaces(cls, spaces):
-        for dataset in spaces:
-            _known(dataset, DATASETS, "dataset")
         return spaces
 
     @model_validator(mode="after")

@@ -246,7 +246,8 @@ def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Pat
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(DATASET_TITLES.get(dataset, dataset))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
 
 
@@ -264,7 +265,8 @@ def learning_curves_figure(client: MlflowClient, studies: list[Study], datasets:
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: best trial of each architecture")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
 
 
@@ -326,7 +328,7 @@ def _short(value: str) -> str:
 def _architecture_details(studies: list[Study]) -> list[str]:
     lines = []
     for s in studies:
-        best_params = {k[len("best/"):]: v for k, v in sorted(s.params.items()) if k.startswith("best/")}
+        best_params = {k[len("best/"):]: v for k, v in sorted(s.tags.items()) if k.startswith("best/")}
         importances = sorted(((k[len("importance/"):], v) for k, v in s.metrics.items()
                               if k.startswith("importance/")), key=lambda kv: (-kv[1], kv[0]))
         params = ", ".join(f"`{k}={_short(v)}`" for k, v in best_params.items()) or "none (no completed trial)"

@@ -321,8 +321,9 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     run_id = ctx.parent_run_id
     ctx.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0)
                                           for k, v in {**metrics, "val/acc_best": best.value}.items()])
+    # Tags, not params: a resumed study with a larger budget may find a new best, and params are immutable.
     for name, value in best.params.items():
-        ctx.client.log_param(run_id, f"best/{name}", value)
+        ctx.client.set_tag(run_id, f"best/{name}", str(value))
     ctx.client.set_tag(run_id, "best_trial", str(best.number))
     ctx.client.set_tag(run_id, "best_trial_run_id", best.user_attrs.get("mlflow_run_id", ""))
     with mlflow.start_run(run_id=run_id):

@@ -46,7 +46,7 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, capsys):
     history = client.get_metric_history(child.info.run_id, "val/acc")
     assert len(history) >= 1 and "train/tokens_per_s" in child.data.metrics
     parent = next(r for r in parents if r.data.tags["architecture"] == "lstm" and r.data.tags["dataset"] == "imdb")
-    assert "test/acc" in parent.data.metrics and "best/lr" in parent.data.params
+    assert "test/acc" in parent.data.metrics and "best/lr" in parent.data.tags
 
     # The best model predicts from raw text.
     model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")

@@ -43,9 +43,9 @@ def make_store(uri):
         return run(tags, metrics, [("lr", 0.001 * (number + 1)), ("n_params", 1234 * (number + 1))],
                    start=number * 20, seconds=seconds)
 
-    def study(dataset, arch, metrics, params):
-        return run({**TAGS, "dataset": dataset, "architecture": arch}, [(k, v, 0) for k, v in metrics],
-                   list(DATA.items()) + params)
+    def study(dataset, arch, metrics, best_params):
+        tags = {**TAGS, "dataset": dataset, "architecture": arch, **{k: str(v) for k, v in best_params}}
+        return run(tags, [(k, v, 0) for k, v in metrics], list(DATA.items()))
 
     avg = study("imdb", "averaging", [("val/acc_best", 0.85), ("test/acc", 0.84), ("test/f1", 0.83),
                                       ("test/auroc", 0.9), ("test/ms_per_1k_texts", 12.5), ("importance/lr", 0.7),
