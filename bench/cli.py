@@ -25,17 +25,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Heavy imports only once the arguments are known to be good.
     from bench.report import ReportError, write_report
+    from bench.sweep import run_sweep, tracking_uri
 
     try:
         if args.command == "sweep":
             cfg = load_config(args.config, args.overrides)
-            from bench.sweep import run_sweep, tracking_uri
-
             run_sweep(cfg, args.config)
             write_report(cfg.name, tracking_uri(cfg), Path(args.reports))
         else:
-            from bench.sweep import tracking_uri
-
             name, uri = args.sweep, args.tracking_uri
             if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file():
                 cfg = load_config(args.sweep)

@@ -7,6 +7,7 @@ as an MLflow model that predicts from raw text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -65,6 +66,7 @@ def study_name(cfg: SweepConfig, dataset: str, arch: str) -> str:
     return f"{cfg.name}/{dataset}/{arch}"
 
 
+@functools.cache  # tagged on every run: read once per process
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -87,6 +89,7 @@ def precision(cfg: SweepConfig) -> str:
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
 
 
+@functools.cache
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
