@@ -1,4 +1,4 @@
-"""Sessions: sweep, report, ui, tests, lint. They share one virtualenv, .nox/bench, built once and rebuilt when
+"""Sessions: sweep, report, ui, perf, tests, lint. They share one virtualenv, .nox/bench, built once and rebuilt when
 pyproject.toml changes.
 
 PyTorch: without an NVIDIA GPU the CPU build is installed first (`torch==2.13.0`, which this project's
@@ -67,6 +67,12 @@ def ui(session: nox.Session) -> None:
     session.run(str(bench_env(session) / "mlflow"), "ui", "--backend-store-uri", store,
                 "--default-artifact-root", (RUNTIME / "mlartifacts").as_uri(),
                 "--host", "127.0.0.1", "--port", "5000", external=True)
+
+
+@nox.session(venv_backend="none")
+def perf(session: nox.Session) -> None:
+    """Speed benchmark, printed and written to reports/perf/README.md: nox -s perf [-- --repeats 5 ...]."""
+    session.run(str(bench_env(session) / "python"), "-m", "bench.perf", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -144,13 +144,22 @@ class SweepConfig(Strict):
         for arch in self.architectures:
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
+        for dataset, space in self.dataset_search_spaces.items():
+            allowed = set().union(*(TRAINING_PARAMS | network_params(arch) for arch in self.architectures))
+            unknown = sorted(set(space) - allowed)
+            if unknown:
+                raise ValueError(f"dataset_search_spaces.{dataset}: parameter(s) {unknown} belong to none of the "
+                                 f"sweep's architectures; allowed: {sorted(allowed)}")
         return self
 
     def data_for(self, dataset: str) -> DataSettings:
         return self.data.get(dataset, DataSettings())
 
     def space_for(self, arch: str, dataset: str) -> dict[str, ParamSpec]:
-        return {**self.search_space, **self.search_spaces.get(arch, {}), **self.dataset_search_spaces.get(dataset, {})}
+        # A network parameter of a dataset's space (bag_len for tweets) applies to the architectures that have it.
+        allowed = TRAINING_PARAMS | network_params(arch)
+        per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items() if k in allowed}
+        return {**self.search_space, **self.search_spaces.get(arch, {}), **per_dataset}
 
 
 def _known(name, registry, what):

@@ -63,3 +63,19 @@ def test_no_budget_is_an_error(tmp_path):
 def test_missing_file_and_bad_override(tmp_path):
     assert "no such sweep config" in error_of(tmp_path / "nope.yaml")
     assert "key.path=value" in error_of(write(tmp_path, BASE), ["study.n_trials"])
+
+
+def test_dataset_space_applies_network_params_to_the_architectures_that_have_them(tmp_path):
+    text = """
+name: t
+datasets: [sentiment140]
+architectures: [lstm, bag_concat]
+dataset_search_spaces:
+  sentiment140: {bag_len: {type: categorical, choices: [16, 32]}, batch_size: 256}
+"""
+    cfg = load_config(write(tmp_path, text))
+    assert "bag_len" in cfg.space_for("bag_concat", "sentiment140")
+    assert "bag_len" not in cfg.space_for("lstm", "sentiment140")
+    assert cfg.space_for("lstm", "sentiment140")["batch_size"] == 256
+    message = error_of(write(tmp_path, text.replace("bag_len", "bag_size")))
+    assert "dataset_search_spaces.sentiment140" in message and "bag_size" in message
