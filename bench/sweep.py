@@ -141,10 +141,22 @@ def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=cfg.seed)
 
 
+class BeforeLastEpoch(optuna.pruners.BasePruner):
+    """Prunes only before a trial's last epoch: a trial that has trained all its epochs has cost what a
+    complete one costs, so it is kept as complete and its value counts."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, max_epochs: int):
+        self.pruner, self.last_step = pruner, max_epochs - 1  # the pruning callback's step is the epoch index
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.last_step is not None and trial.last_step < self.last_step and self.pruner.prune(study, trial)
+
+
 def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
     p = cfg.study.pruner
     if p.type == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+        median = optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+        return BeforeLastEpoch(median, cfg.study.max_epochs)
     if p.type == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.study.max_epochs)
     return optuna.pruners.NopPruner()

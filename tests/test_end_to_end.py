@@ -16,11 +16,14 @@ OVERRIDES = ["datasets=[imdb, sentiment140]", f"architectures=[{', '.join(ARCHS)
 
 
 @pytest.mark.slow
-def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, capsys):
-    assert main(["sweep", str(tiny_sweep), *OVERRIDES]) == 0
+def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
+    reports = ["--reports", str(tmp_path / "reports")]
+    assert main(["sweep", str(tiny_sweep), *OVERRIDES, *reports]) == 0
     cfg = load_config(tiny_sweep, OVERRIDES)
     output = capsys.readouterr().out
     assert "[imdb/lstm] trial 2/2" in output and "budget left" in output
+    report = (tmp_path / "reports" / "tiny" / "README.md").read_text()
+    assert all(f"| `{arch}` |" in report for arch in ARCHS)
 
     # Optuna: one study per (dataset, architecture), each with its budget of finished trials and a test score.
     storage = sweep.storage_url(cfg)
@@ -55,11 +58,12 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, capsys):
     assert predictions["probability"].between(0, 1).all()
 
     # Running the same sweep again resumes: no trial is repeated, no run is added.
-    assert main(["sweep", str(tiny_sweep), *OVERRIDES]) == 0
+    assert main(["sweep", str(tiny_sweep), *OVERRIDES, *reports]) == 0
     assert "budget already spent" in capsys.readouterr().out
     assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == len(runs)
     # A larger budget adds only the missing trials.
-    assert main(["sweep", str(tiny_sweep), *OVERRIDES, "study.n_trials=3", "architectures=[averaging]"]) == 0
+    more = ["study.n_trials=3", "architectures=[averaging]"]
+    assert main(["sweep", str(tiny_sweep), *OVERRIDES, *more, *reports]) == 0
     study = optuna.load_study(study_name="tiny/imdb/averaging", storage=storage)
     assert [t.number for t in study.trials] == [0, 1, 2]
 

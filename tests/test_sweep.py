@@ -42,3 +42,12 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(runtime, tiny_sweep, mon
     assert "training loss is nan" in study.trials[0].user_attrs["error"]
     assert states(cfg, "bag_concat") == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert results[("imdb", "bag_concat")]["test/acc"] > 0.5
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch():
+    study = optuna.create_study(pruner=sweep.BeforeLastEpoch(optuna.pruners.ThresholdPruner(lower=1.1), 2))
+    trial = study.ask()
+    trial.report(0.5, step=0)
+    assert trial.should_prune()  # below the threshold before the last epoch
+    trial.report(0.5, step=1)
+    assert not trial.should_prune()  # the last epoch is done: the trial is complete
