@@ -144,8 +144,8 @@ class SweepConfig(Strict):
         for arch in self.architectures:
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
+        allowed = set().union(*(TRAINING_PARAMS | network_params(arch) for arch in self.architectures))
         for dataset, space in self.dataset_search_spaces.items():
-            allowed = set().union(*(TRAINING_PARAMS | network_params(arch) for arch in self.architectures))
             unknown = sorted(set(space) - allowed)
             if unknown:
                 raise ValueError(f"dataset_search_spaces.{dataset}: parameter(s) {unknown} belong to none of the "

@@ -26,16 +26,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import optuna
 import torch
+from mlflow.tracking import MlflowClient
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench import data as bench_data
+from bench import sweep
 from bench.config import load_config
 from bench.models import ARCHITECTURES, Recurrent, build_network, reverse_within_length
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
-DEFAULTS = {"lr": 1e-3, "batch_size": 64, "grad_clip": 1.0}  # plus each network's own constructor defaults
+# The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
+DEFAULTS = {**sweep.TRAINING_DEFAULTS, "grad_clip": 1.0}
 
 
 def subset(split: bench_data.Split, n: int) -> bench_data.Split:
@@ -82,12 +87,6 @@ def train_seconds(network, batches, forward, lr: float, grad_clip: float) -> flo
 
 def measure_training(arch: str, n_texts: int, repeats: int, workdir: Path) -> dict:
     """Throughput of harness, bare and naive training, latency and peak RSS of one architecture."""
-    import mlflow
-    import optuna
-    from mlflow.tracking import MlflowClient
-
-    from bench import sweep
-
     cfg = load_config(DEFAULT_SWEEP)
     cfg = cfg.model_copy(update={
         "architectures": [arch], "datasets": ["imdb"], "search_space": DEFAULTS, "search_spaces": {},
@@ -176,10 +175,8 @@ def median_spread(values: list[float], digits: int = 0) -> str:
 
 
 def machine() -> str:
-    from bench.sweep import cpu_model, device_description
-
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    return (f"{cpu_model()}, {os.cpu_count()} cores, GPU: {gpu}; device measured: {device_description()}; "
+    return (f"{sweep.cpu_model()}, {os.cpu_count()} cores, GPU: {gpu}; device measured: {sweep.device_description()}; "
             f"python {platform.python_version()}, torch {torch.__version__}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -52,25 +51,21 @@ def predict_proba(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[st
     return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
 
 
-with warnings.catch_warnings():
-    # MLflow asks for type hints to validate inputs; predict() accepts a DataFrame or a list and checks it itself.
-    warnings.filterwarnings("ignore", message=".*type hints.*")
+class TextClassifierModel(mlflow.pyfunc.PythonModel):
+    """MLflow model: raw texts (a `text` column, or a list of strings) in, label and probability out."""
 
-    class TextClassifierModel(mlflow.pyfunc.PythonModel):
-        """MLflow model: raw texts (a `text` column, or a list of strings) in, label and probability out."""
+    def load_context(self, context):
+        self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
 
-        def load_context(self, context):
-            self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
-
-        def predict(self, context, model_input, params=None):
-            if isinstance(model_input, pd.DataFrame):
-                if "text" not in model_input.columns:
-                    raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
-                texts = model_input["text"].astype(str).tolist()
-            else:
-                texts = [str(t) for t in model_input]
-            probability = predict_proba(self.network, self.tokenizer, texts)
-            return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
+    def predict(self, context, model_input, params=None):
+        if isinstance(model_input, pd.DataFrame):
+            if "text" not in model_input.columns:
+                raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
+            texts = model_input["text"].astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        probability = predict_proba(self.network, self.tokenizer, texts)
+        return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
 
 
 def log_mlflow_model(checkpoint: Path) -> None:
