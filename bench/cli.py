@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Heavy imports only once the arguments are known to be good.
+    from bench.module import keep_freed_memory
     from bench.report import ReportError, write_report
     from bench.sweep import run_sweep, tracking_uri
+
+    keep_freed_memory()
 
     try:
         if args.command == "sweep":

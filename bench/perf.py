@@ -5,7 +5,7 @@ Training, for each architecture at its default hyperparameters on the same slice
            timed by the module over the training part of its epoch, as the sweep logs it
   bare     a plain PyTorch loop: the same network, optimiser, clipping and batches
   naive    the textbook baseline: random batches padded to max_len, recurrent layers over pack_padded_sequence
-           (over a quarter of the slice: it is an order of magnitude slower)
+           (over a fixed 512 texts: it is an order of magnitude slower)
 Throughput counts real (non-pad) tokens, so the three are comparable. Each architecture runs in a process of
 its own, so that its peak RSS is its own. Data: load, normalise, tokenise and encode each dataset with an
 empty runtime folder (cold: no `datasets` cache, no encoded cache) and again (warm), each in a fresh process.
@@ -37,10 +37,13 @@ from bench import data as bench_data
 from bench import sweep
 from bench.config import load_config
 from bench.models import ARCHITECTURES, Recurrent, build_network, reverse_within_length
+from bench.module import keep_freed_memory
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
 # The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
 DEFAULTS = {**sweep.TRAINING_DEFAULTS, "grad_clip": 1.0}
+PROBE_TEXTS = 1024  # the pass that sizes the timed passes; the fewest texts a timed pass covers
+NAIVE_TEXTS = 512  # the naive baseline is an order of magnitude slower: a fixed slice keeps it affordable
 
 
 def subset(split: bench_data.Split, n: int) -> bench_data.Split:
@@ -85,7 +88,7 @@ def train_seconds(network, batches, forward, lr: float, grad_clip: float) -> flo
     return time.perf_counter() - start
 
 
-def measure_training(arch: str, n_texts: int, repeats: int, workdir: Path) -> dict:
+def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path) -> dict:
     """Throughput of harness, bare and naive training, latency and peak RSS of one architecture."""
     cfg = load_config(DEFAULT_SWEEP)
     cfg = cfg.model_copy(update={
@@ -94,11 +97,24 @@ def measure_training(arch: str, n_texts: int, repeats: int, workdir: Path) -> di
         "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
     })
     full = bench_data.load("imdb", cfg.data_for("imdb"), cfg.seed, cfg.data_dir, log=lambda message: None)
+    max_len = cfg.data_for("imdb").max_len
+
+    def fresh_network() -> torch.nn.Module:
+        torch.manual_seed(cfg.seed)
+        return build_network(arch, full.vocab_size)
+
+    def bare(train: bench_data.Split) -> float:
+        batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)
+        return train_seconds(fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
+                             DEFAULTS["grad_clip"])
+
+    # A timed pass covers about `pass_seconds` of bare training: per-epoch costs (a trial's set-up, the first
+    # batch) would swamp a short pass of the fast networks. Sized by a probe pass, which also warms up.
+    probe = bare(subset(full.train, PROBE_TEXTS))
+    n_texts = min(len(full.train), max(PROBE_TEXTS, round(PROBE_TEXTS * pass_seconds / probe)))
     train = subset(full.train, n_texts)
     data = bench_data.EncodedDataset("imdb", full.tokenizer, train, subset(full.val, 256),
                                      subset(full.test, 2000), full.stats)
-    tokens = int(train.lengths.sum())
-    max_len = cfg.data_for("imdb").max_len
 
     mlflow.set_tracking_uri(cfg.tracking_uri)
     client = MlflowClient(cfg.tracking_uri)
@@ -112,16 +128,7 @@ def measure_training(arch: str, n_texts: int, repeats: int, workdir: Path) -> di
         run_id = study.trials[0].user_attrs["mlflow_run_id"]
         return client.get_metric_history(run_id, "train/epoch_time_s")[-1].value
 
-    def fresh_network() -> torch.nn.Module:
-        torch.manual_seed(cfg.seed)
-        return build_network(arch, data.vocab_size)
-
-    def bare() -> float:
-        batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)
-        return train_seconds(fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
-                             DEFAULTS["grad_clip"])
-
-    naive_train = subset(train, n_texts // 4)  # a quarter of the slice: the naive loop is an order slower
+    naive_train = subset(full.train, NAIVE_TEXTS)
 
     def naive() -> float:
         order = np.random.default_rng(cfg.seed).permutation(len(naive_train))
@@ -136,16 +143,16 @@ def measure_training(arch: str, n_texts: int, repeats: int, workdir: Path) -> di
 
     seconds = {"harness": [], "bare": [], "naive": [], "latency": []}
     for rep in range(repeats + 1):
-        values = {name: run() for name, run in (("harness", harness), ("bare", bare), ("naive", naive),
-                                                 ("latency", latency))}
+        values = {name: run() for name, run in (("harness", harness), ("bare", lambda: bare(train)),
+                                                 ("naive", naive), ("latency", latency))}
         if rep > 0:  # the first repetition warms up and is not counted
             for name, value in values.items():
                 seconds[name].append(value)
-        print(f"  {arch} repetition {rep}/{repeats}{' (warm-up)' if rep == 0 else ''}: "
+        print(f"  {arch} ({n_texts:,} texts) repetition {rep}/{repeats}{' (warm-up)' if rep == 0 else ''}: "
               + ", ".join(f"{k} {v:.2f}" for k, v in values.items()), file=sys.stderr, flush=True)
     return {
-        "arch": arch, "texts": len(train), "tokens": tokens, "naive_tokens": int(naive_train.lengths.sum()),
-        "seconds": seconds,
+        "arch": arch, "texts": len(train), "tokens": int(train.lengths.sum()),
+        "naive_tokens": int(naive_train.lengths.sum()), "seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in fresh_network().parameters()),
     }
@@ -182,9 +189,9 @@ def machine() -> str:
 
 def training_table(results: list[dict]) -> tuple[list[str], dict]:
     lines = [
-        "| architecture | params | harness tokens/s | harness texts/s | bare tokens/s | naive tokens/s "
-        "| harness / bare | harness / naive | inference ms / 1k texts | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| architecture | params | texts per pass | harness tokens/s | harness texts/s | bare tokens/s "
+        "| naive tokens/s | harness / bare | harness / naive | inference ms / 1k texts | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = {}
     for r in results:
@@ -192,12 +199,16 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
         tok = {k: [r["tokens"] / v for v in s[k]] for k in ("harness", "bare")}
         tok["naive"] = [r["naive_tokens"] / v for v in s["naive"]]
         texts = [r["texts"] / v for v in s["harness"]]
-        overhead = statistics.median(tok["harness"]) / statistics.median(tok["bare"])
+        # Harness and bare run back to back in each repetition: their ratio is taken per repetition, which
+        # cancels the drift of this host's speed between repetitions.
+        paired = [h / b for h, b in zip(tok["harness"], tok["bare"])]
+        overhead = statistics.median(paired)
         speedup = statistics.median(tok["harness"]) / statistics.median(tok["naive"])
         ratios[r["arch"]] = (overhead, speedup)
         lines.append(
-            f"| `{r['arch']}` | {r['params']:,} | {median_spread(tok['harness'])} | {median_spread(texts)} "
-            f"| {median_spread(tok['bare'])} | {median_spread(tok['naive'])} | {overhead:.3f} | {speedup:.2f} "
+            f"| `{r['arch']}` | {r['params']:,} | {r['texts']:,} | {median_spread(tok['harness'])} "
+            f"| {median_spread(texts)} | {median_spread(tok['bare'])} | {median_spread(tok['naive'])} "
+            f"| {median_spread(paired, 3)} | {speedup:.2f} "
             f"| {median_spread(s['latency'], 1)} | {r['peak_rss_mb']:,.0f} |"
         )
     return lines, ratios
@@ -207,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="measured repetitions after the warm-up one")
-    parser.add_argument("--texts", type=int, default=2048, help="IMDB training texts per timed pass")
+    parser.add_argument("--pass-seconds", type=float, default=5.0,
+                        help="size each timed training pass to about this many seconds of bare training")
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--datasets", nargs="*", default=list(bench_data.DATASETS),
                         choices=list(bench_data.DATASETS))
@@ -215,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child-train", help=argparse.SUPPRESS)
     parser.add_argument("--child-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the sweep does
 
     if args.child_train:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(measure_training(args.child_train, args.texts, args.repeats, Path(tmp))))
+            print(json.dumps(measure_training(args.child_train, args.pass_seconds, args.repeats, Path(tmp))))
         return 0
     if args.child_load:
         print(json.dumps(measure_load(args.child_load)))
@@ -240,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"warm {second['seconds']:.2f} s", file=sys.stderr, flush=True)
         loads[dataset] = (rows, cold, warm)
     measure_load("imdb")  # fills the runtime folder's cache that the training processes read; not timed
-    results = [child(["--child-train", arch, "--texts", str(args.texts), "--repeats", str(args.repeats)])
+    results = [child(["--child-train", arch, "--pass-seconds", str(args.pass_seconds),
+                      "--repeats", str(args.repeats)])
                for arch in args.architectures]
 
     table, ratios = training_table(results)
@@ -255,14 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         f"- Machine: {machine()}",
         f"- Figures: median of {args.repeats} repetitions (min-max in brackets) after one warm-up repetition.",
         "",
-        f"## Training throughput on IMDB ({results[0]['texts']:,} training texts, "
-        f"{results[0]['tokens']:,} tokens per pass)" if results else "## Training throughput",
+        "## Training throughput on IMDB",
         "",
         "Default hyperparameters: batch 64, lr 0.001, gradient clipping 1.0, each network's own defaults "
         "(`bench/models.py`); data settings of `sweeps/default.yaml`. Tokens are real (non-pad) tokens. "
         "_harness_: the sweep's trial code; _bare_: a plain PyTorch loop over the same network, optimiser and "
         "batches; _naive_: random batches padded to `max_len`, recurrent layers over `pack_padded_sequence`, "
-        "over the first quarter of those texts. "
+        f"over the first {NAIVE_TEXTS} training texts. A timed pass covers the first _texts per pass_ training "
+        f"texts: enough for about {args.pass_seconds:g} s of bare training (sized by a probe pass). "
+        "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back. "
         "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row.",
         "",
         *table,
