@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "_harness_: the sweep's trial code; _bare_: a plain PyTorch loop over the same network, optimiser and "
         "batches; _naive_: random batches padded to `max_len`, recurrent layers over `pack_padded_sequence`, "
         f"over the first {NAIVE_TEXTS} training texts. A timed pass covers the first _texts per pass_ training "
-        f"texts: enough for about {args.pass_seconds:g} s of bare training (sized by a probe pass). "
+        f"texts: enough for about {args.pass_seconds:g} s of bare training (sized by a probe pass), or all of them. "
         "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back. "
         "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row.",
         "",
