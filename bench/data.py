@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,10 @@ def _no_data_message(name: str, problem: str) -> str:
 
 def load_source(name: str, data_dir: Path | None) -> dict:
     """The raw train and test splits as `datasets.Dataset`s with columns text and the label column."""
-    from datasets import load_dataset  # slow import; only needed on a cache miss
+    import datasets  # slow import; only needed on a cache miss
+
+    if not sys.stderr.isatty():
+        datasets.disable_progress_bars()  # in logs their carriage returns pile up on one line
 
     spec = DATASETS[name]
     columns = ["text", spec.label_column]
@@ -129,12 +133,12 @@ def load_source(name: str, data_dir: Path | None) -> dict:
             missing = [c for c in columns if c not in present]
             if missing:
                 raise DataError(f"{path}: missing column(s) {missing}; found {sorted(present)}; need {columns}")
-            splits[split] = load_dataset("parquet", data_files=source, split="train", columns=columns,
+            splits[split] = datasets.load_dataset("parquet", data_files=source, split="train", columns=columns,
                                          cache_dir=cache_dir)
         else:
             source = f"{spec.hub_name} ({split})"
             try:
-                splits[split] = load_dataset(spec.hub_name, split=split, cache_dir=cache_dir)
+                splits[split] = datasets.load_dataset(spec.hub_name, split=split, cache_dir=cache_dir)
             except Exception as error:
                 raise DataError(_no_data_message(name, f"could not load {source}: {error}")) from None
         _check_schema(splits[split], source, spec, split)

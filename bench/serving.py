@@ -52,18 +52,16 @@ def predict_proba(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[st
 
 
 class TextClassifierModel(mlflow.pyfunc.PythonModel):
-    """MLflow model: raw texts (a `text` column, or a list of strings) in, label and probability out."""
+    """MLflow model: raw texts (a `text` column) in, label and probability out."""
 
     def load_context(self, context):
         self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):
-        if isinstance(model_input, pd.DataFrame):
-            if "text" not in model_input.columns:
-                raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
-            texts = model_input["text"].astype(str).tolist()
-        else:
-            texts = [str(t) for t in model_input]
+    # The type hint also tells MLflow not to infer a schema from it (it warns on a predict without hints).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        if "text" not in model_input.columns:
+            raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
+        texts = model_input["text"].astype(str).tolist()
         probability = predict_proba(self.network, self.tokenizer, texts)
         return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
 
