@@ -134,7 +134,7 @@ def load_source(name: str, data_dir: Path | None) -> dict:
             if missing:
                 raise DataError(f"{path}: missing column(s) {missing}; found {sorted(present)}; need {columns}")
             splits[split] = datasets.load_dataset("parquet", data_files=source, split="train", columns=columns,
-                                         cache_dir=cache_dir)
+                                                  cache_dir=cache_dir)
         else:
             source = f"{spec.hub_name} ({split})"
             try:
