@@ -33,20 +33,23 @@ def _metrics(prefix: str) -> MetricCollection:
 
 
 class TextClassifier(L.LightningModule):
-    def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float | None = None):
         super().__init__()
         self.network = network
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
+        # The step is written out in training_step: Lightning's automatic optimisation (closure and hooks around
+        # it) cost ~0.08 ms more per step, measured on an empty network; small networks' steps take ~2 ms here.
+        self.automatic_optimization = False
         self.loss_fn = nn.BCEWithLogitsLoss()
-        # Training metrics skip their input checks, which would wait for the GPU on every step; the loss is
-        # checked for NaN once an epoch instead.
+        # Training metrics are computed once an epoch from what each step keeps: their updates cost ~0.14 ms per
+        # step. The loss is checked for NaN then too.
         self.train_loss = MeanMetric(nan_strategy="disable")
-        self.train_acc = BinaryAccuracy(validate_args=False)
+        self.train_acc = BinaryAccuracy()
+        self._epoch_outputs: list[tuple[torch.Tensor, ...]] = []  # (loss, logits, labels, lengths) per step
         self.val_metrics, self.test_metrics = _metrics("val/"), _metrics("test/")
         self.val_acc_best = MaxMetric()
         self.best_state: dict | None = None  # weights of the best validation epoch, kept in memory
         self._epoch_start = self._fit_start = self._train_seconds = 0.0
-        self._epoch_tokens = torch.zeros((), dtype=torch.long)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.network(ids, lengths)
@@ -61,14 +64,17 @@ class TextClassifier(L.LightningModule):
 
     def on_train_epoch_start(self):
         self._epoch_start = time.perf_counter()
-        self._epoch_tokens = torch.zeros((), dtype=torch.long, device=self.device)  # summed on the device
+        self._epoch_outputs = []
 
     def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
         logits, labels, loss = self._step(batch)
-        self.train_loss.update(loss.detach(), weight=len(labels))
-        self.train_acc.update((logits.detach() > 0).long(), labels)  # labels, not logits: no range check
-        self._epoch_tokens += batch[1].sum()
-        return loss
+        self.manual_backward(loss)
+        if self.grad_clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
 
     def on_validation_epoch_start(self):
         if self.trainer.state.fn == "fit":  # validation closes each training epoch: the training part is done
@@ -92,13 +98,18 @@ class TextClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute())
         # Training metrics are logged here too, so that a trial pruned in this epoch still records them.
         if self.trainer.state.fn == "fit":
+            losses, logits, labels, lengths = zip(*self._epoch_outputs)
+            self._epoch_outputs = []
+            self.train_loss.update(torch.stack(losses), torch.tensor([len(y) for y in labels], device=self.device))
+            # Predicted labels, not logits, which torchmetrics would read as probabilities if all were in [0, 1].
+            self.train_acc.update((torch.cat(logits) > 0).long(), torch.cat(labels))
             train_loss = self.train_loss.compute()
             if not torch.isfinite(train_loss):
                 raise FloatingPointError(f"training loss is {train_loss.item()} at epoch {self.current_epoch}")
             self.log("train/loss", train_loss)
             self.log("train/acc", self.train_acc.compute())
             self.log("train/epoch_time_s", self._train_seconds)
-            self.log("train/tokens_per_s", self._epoch_tokens.item() / self._train_seconds)
+            self.log("train/tokens_per_s", torch.cat(lengths).sum().item() / self._train_seconds)
             self.train_loss.reset()
             self.train_acc.reset()
         # Wall-clock seconds since fit start, for learning curves against time rather than epochs.

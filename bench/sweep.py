@@ -177,13 +177,12 @@ class EpochLines(Callback):
         )
 
 
-def make_trainer(cfg: SweepConfig, grad_clip, callbacks, logger=False) -> L.Trainer:
+def make_trainer(cfg: SweepConfig, callbacks, logger=False) -> L.Trainer:
     return L.Trainer(
         accelerator="auto",
         devices=1,
         precision=precision(cfg),
         max_epochs=cfg.study.max_epochs,
-        gradient_clip_val=grad_clip,
         callbacks=callbacks,
         logger=logger,
         enable_checkpointing=False,  # the best epoch's weights are kept in memory by TextClassifier
@@ -214,7 +213,8 @@ def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
 
     L.seed_everything(cfg.seed + trial.number, verbose=False)
     network = build_network(ctx.arch, ctx.data.vocab_size, **network_params)
-    module = TextClassifier(network, lr=training["lr"], weight_decay=training["weight_decay"])
+    module = TextClassifier(network, lr=training["lr"], weight_decay=training["weight_decay"],
+                            grad_clip=training["grad_clip"])
 
     run = ctx.client.create_run(
         ctx.experiment_id,
@@ -233,7 +233,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
     callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), pruning]
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(prefix))
-    trainer = make_trainer(cfg, training["grad_clip"], callbacks, logger)
+    trainer = make_trainer(cfg, callbacks, logger)
     train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=cfg.seed + trial.number)
     val_loader = bench_data.loader(ctx.data.val, 512, shuffle=False)
 
@@ -328,7 +328,7 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     checkpoint = Path(best.user_attrs["checkpoint"])
     network, _, _ = load_checkpoint(checkpoint)
     module = TextClassifier(network)
-    trainer = make_trainer(ctx.cfg, None, callbacks=[])
+    trainer = make_trainer(ctx.cfg, callbacks=[])
     test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
     metrics = {k: float(v) for k, v in trainer.test(module, test_loader, verbose=False)[0].items()}
     metrics["test/ms_per_1k_texts"] = inference_ms_per_1k(network, test_loader, len(ctx.data.test))

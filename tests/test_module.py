@@ -1,0 +1,55 @@
+"""The training module: its hand-written optimisation step clips gradients, and its epoch metrics are right."""
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from bench import data as bench_data
+from bench.models import build_network
+from bench.module import TextClassifier
+
+
+class GradNorms(Callback):
+    def __init__(self):
+        self.norms = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # after clipping, before the update
+        self.norms.append(torch.nn.utils.get_total_norm([p.grad for p in pl_module.parameters()]).item())
+
+
+def tiny_split(n=96, seed=0) -> bench_data.Split:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 12, size=n)
+    return bench_data.Split(rng.integers(2, 50, size=lengths.sum()).astype(np.int32),
+                            np.concatenate([[0], np.cumsum(lengths)]), rng.integers(0, 2, size=n))
+
+
+def fit_one_epoch(module, split, callbacks=()):
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=list(callbacks))
+    trainer.fit(module, bench_data.loader(split, 32, shuffle=True), bench_data.loader(split, 96, shuffle=False))
+    return trainer.callback_metrics
+
+
+def test_gradients_are_clipped():
+    torch.manual_seed(0)
+    norms = GradNorms()
+    fit_one_epoch(TextClassifier(build_network("averaging", 50), lr=1e-2, grad_clip=1e-3), tiny_split(), [norms])
+    assert len(norms.norms) == 3 and max(norms.norms) <= 1e-3 * 1.001
+
+
+def test_training_metrics_cover_every_training_text():
+    split = tiny_split()
+    torch.manual_seed(0)
+    network = build_network("averaging", 50)
+    ids, lengths, labels = bench_data.Batches(split)[np.arange(len(split))]
+    with torch.no_grad():  # lr 0 leaves the weights as they are: the epoch's metrics are those of these logits
+        logits = network(ids, lengths)
+    metrics = fit_one_epoch(TextClassifier(network, lr=0.0), split)
+    expected_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+    assert torch.isclose(metrics["train/loss"], expected_loss, atol=1e-5)
+    assert metrics["train/acc"] == ((logits > 0).long() == labels).float().mean()
+    epoch_tokens = metrics["train/tokens_per_s"] * metrics["train/epoch_time_s"]
+    assert torch.isclose(epoch_tokens, torch.tensor(float(lengths.sum())), rtol=1e-4)
