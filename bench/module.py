@@ -38,7 +38,7 @@ class TextClassifier(L.LightningModule):
         self.network = network
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
         # The step is written out in training_step: Lightning's automatic optimisation (closure and hooks around
-        # it) cost ~0.08 ms more per step, measured on an empty network; small networks' steps take ~2 ms here.
+        # it) cost ~0.08 ms more per step, measured on an empty network; small networks' steps take 3-5 ms here.
         self.automatic_optimization = False
         self.loss_fn = nn.BCEWithLogitsLoss()
         # Training metrics are computed once an epoch from what each step keeps: their updates cost ~0.14 ms per
