@@ -316,15 +316,32 @@ class BucketBatches(torch.utils.data.Sampler):
         return -(-len(self.lengths) // self.batch_size)
 
 
+class Groups(torch.utils.data.Sampler):
+    """Consecutive batches of a batch sampler, `size` at a time (the last group may be shorter)."""
+
+    def __init__(self, batches: torch.utils.data.Sampler, size: int):
+        self.batches, self.size = batches, size
+
+    def __iter__(self):
+        batches = iter(self.batches)
+        while group := list(itertools.islice(batches, self.size)):
+            yield group
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.size)
+
+
 class Batches(torch.utils.data.Dataset):
-    """Indexed by a list of row numbers, returns the batch (ids, lengths, labels), right-padded to its
-    longest text, or to `pad_to` tokens."""
+    """Indexed by an array of row numbers, returns the batch (ids, lengths, labels), right-padded to its
+    longest text, or to `pad_to` tokens; indexed by a list of such arrays, the list of their batches."""
 
     def __init__(self, split: Split, pad_to: int | None = None):
         self.split, self.pad_to = split, pad_to
         self.lengths = split.lengths
 
     def __getitem__(self, rows):
+        if isinstance(rows, list):
+            return [self[r] for r in rows]
         lengths = self.lengths[rows]
         steps = np.arange(self.pad_to or lengths.max())
         index = np.minimum(self.split.offsets[rows, None] + steps, len(self.split.ids) - 1)
@@ -335,9 +352,13 @@ class Batches(torch.utils.data.Dataset):
         return len(self.split)
 
 
-def loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
+def loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0,
+           group: int | None = None) -> torch.utils.data.DataLoader:
+    """Batches of `batch_size` texts; with `group`, lists of that many batches (what training steps through)."""
     sampler = BucketBatches(split.lengths, batch_size, shuffle, seed)
-    # batch_size=None: the sampler yields whole batches, which Batches pads in one go.
+    if group is not None:
+        sampler = Groups(sampler, group)
+    # batch_size=None: the sampler yields whole batches (or groups), which Batches pads in one go.
     return torch.utils.data.DataLoader(Batches(split), sampler=sampler, batch_size=None,
                                        pin_memory=torch.cuda.is_available())
 

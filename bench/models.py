@@ -50,15 +50,25 @@ def mlp_head(in_features: int, hidden_size: int, dropout: float) -> nn.Sequentia
 
 
 class Averaging(nn.Module):
-    """Mean of the embeddings of the real tokens -> optional hidden layer -> logit (order-blind)."""
+    """Mean of the embeddings of the real tokens -> optional hidden layer -> logit (order-blind).
 
-    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 0, dropout: float = 0.0):
+    With `bigram_buckets` > 0 each pair of neighbouring real tokens is one more token, hashed into that many
+    extra embedding rows (fastText's bigrams): the mean then sees local word order, e.g. "not good".
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 0, dropout: float = 0.0,
+                 bigram_buckets: int = 0):
         super().__init__()
+        self.vocab_size, self.bigram_buckets = vocab_size, bigram_buckets
         # EmbeddingBag averages without building the (batch, time, dim) tensor; padding_idx is left out.
-        self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, mode="mean", padding_idx=PAD_ID)
+        self.embedding = nn.EmbeddingBag(vocab_size + bigram_buckets, embed_dim, mode="mean", padding_idx=PAD_ID)
         self.head = mlp_head(embed_dim, hidden_size, dropout)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.bigram_buckets:
+            pairs = (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.bigram_buckets + self.vocab_size
+            # Right padding: a pair is real when its second token is.
+            ids = torch.cat([ids, torch.where(ids[:, 1:] != PAD_ID, pairs, PAD_ID)], dim=1)
         return self.head(self.embedding(ids)).squeeze(-1)
 
 

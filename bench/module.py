@@ -28,6 +28,9 @@ def keep_freed_memory() -> None:
     libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory rather than return it to the OS
 
 
+BATCHES_PER_CALL = 8  # training batches per training_step call: the training loader's `group`
+
+
 def _metrics(prefix: str) -> MetricCollection:
     return MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix=prefix)
 
@@ -66,15 +69,18 @@ class TextClassifier(L.LightningModule):
         self._epoch_start = time.perf_counter()
         self._epoch_outputs = []
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batches, batch_idx):
+        # BATCHES_PER_CALL batches per call, one optimiser step each: Lightning's own per-call work (~0.3-0.5 ms
+        # here, as much as 10% of a small network's step) is paid once per group.
         optimizer = self.optimizers()
-        optimizer.zero_grad()
-        logits, labels, loss = self._step(batch)
-        self.manual_backward(loss)
-        if self.grad_clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
-        self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
+        for batch in batches:
+            optimizer.zero_grad()
+            logits, labels, loss = self._step(batch)
+            self.manual_backward(loss)
+            if self.grad_clip is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            optimizer.step()
+            self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
 
     def on_validation_epoch_start(self):
         if self.trainer.state.fn == "fit":  # validation closes each training epoch: the training part is done

@@ -73,18 +73,19 @@ def packed_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.T
     return network.head(network.dropout(torch.cat([x[rows, last, :half], x[:, 0, half:]], -1))).squeeze(-1)
 
 
-def train_seconds(network, batches, forward, lr: float, grad_clip: float) -> float:
-    """One pass of plain PyTorch training over `batches`, as the harness trains (AdamW fused, clipping)."""
+def train_seconds(network, batches, forward, lr: float, grad_clip: float, epochs: int = 1) -> float:
+    """Plain PyTorch training over `batches`, `epochs` times, as the harness trains (AdamW fused, clipping)."""
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0, fused=True)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     network.train()
     start = time.perf_counter()
-    for ids, lengths, labels in batches:
-        optimizer.zero_grad()
-        loss = loss_fn(forward(network, ids, lengths), labels.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
-        optimizer.step()
+    for _ in range(epochs):
+        for ids, lengths, labels in batches:
+            optimizer.zero_grad()
+            loss = loss_fn(forward(network, ids, lengths), labels.float())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+            optimizer.step()
     return time.perf_counter() - start
 
 
@@ -93,8 +94,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
     cfg = load_config(DEFAULT_SWEEP)
     cfg = cfg.model_copy(update={
         "architectures": [arch], "datasets": ["imdb"], "search_space": DEFAULTS, "search_spaces": {},
-        "dataset_search_spaces": {}, "study": cfg.study.model_copy(update={"max_epochs": 1}),
-        "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
+        "dataset_search_spaces": {}, "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
     })
     full = bench_data.load("imdb", cfg.data_for("imdb"), cfg.seed, cfg.data_dir, log=lambda message: None)
     max_len = cfg.data_for("imdb").max_len
@@ -103,16 +103,21 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         torch.manual_seed(cfg.seed)
         return build_network(arch, full.vocab_size)
 
-    def bare(train: bench_data.Split) -> float:
+    def bare(train: bench_data.Split, epochs: int = 1) -> float:
         batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)
         return train_seconds(fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
-                             DEFAULTS["grad_clip"])
+                             DEFAULTS["grad_clip"], epochs)
 
     # A timed pass covers about `pass_seconds` of bare training: per-epoch costs (a trial's set-up, the first
-    # batch) would swamp a short pass of the fast networks. Sized by a probe pass, which also warms up.
+    # batch) would swamp a short pass of the fast networks, and this host's speed drifts. Sized by a probe pass,
+    # which also warms up: the first texts of the training split, or all of them for as many epochs as it takes.
     probe = bare(subset(full.train, PROBE_TEXTS))
-    n_texts = min(len(full.train), max(PROBE_TEXTS, round(PROBE_TEXTS * pass_seconds / probe)))
+    wanted = PROBE_TEXTS * pass_seconds / probe
+    n_texts = min(len(full.train), max(PROBE_TEXTS, round(wanted)))
+    epochs = max(1, round(wanted / n_texts))
     train = subset(full.train, n_texts)
+    # Every epoch trains to the end: no early stopping, and a single trial is never pruned.
+    cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={"max_epochs": epochs, "patience": epochs})})
     data = bench_data.EncodedDataset("imdb", full.tokenizer, train, subset(full.val, 256),
                                      subset(full.test, 2000), full.stats)
 
@@ -126,7 +131,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(cfg))
         study.optimize(lambda trial: sweep.objective(trial, ctx), n_trials=1)
         run_id = study.trials[0].user_attrs["mlflow_run_id"]
-        return client.get_metric_history(run_id, "train/epoch_time_s")[-1].value
+        return sum(m.value for m in client.get_metric_history(run_id, "train/epoch_time_s"))
 
     naive_train = subset(full.train, NAIVE_TEXTS)
 
@@ -143,16 +148,17 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
 
     seconds = {"harness": [], "bare": [], "naive": [], "latency": []}
     for rep in range(repeats + 1):
-        values = {name: run() for name, run in (("harness", harness), ("bare", lambda: bare(train)),
+        values = {name: run() for name, run in (("harness", harness), ("bare", lambda: bare(train, epochs)),
                                                  ("naive", naive), ("latency", latency))}
         if rep > 0:  # the first repetition warms up and is not counted
             for name, value in values.items():
                 seconds[name].append(value)
-        print(f"  {arch} ({n_texts:,} texts) repetition {rep}/{repeats}{' (warm-up)' if rep == 0 else ''}: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in values.items()), file=sys.stderr, flush=True)
+        print(f"  {arch} ({n_texts:,} texts x {epochs} epochs) repetition {rep}/{repeats}"
+              f"{' (warm-up)' if rep == 0 else ''}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
+              file=sys.stderr, flush=True)
     return {
-        "arch": arch, "texts": len(train), "tokens": int(train.lengths.sum()),
-        "steps": len(bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)),
+        "arch": arch, "texts": len(train), "epochs": epochs, "tokens": int(train.lengths.sum()) * epochs,
+        "steps": len(bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)) * epochs,
         "naive_tokens": int(naive_train.lengths.sum()), "seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in fresh_network().parameters()),
@@ -190,7 +196,7 @@ def machine() -> str:
 
 def training_table(results: list[dict]) -> tuple[list[str], dict]:
     lines = [
-        "| architecture | params | texts per pass | harness tokens/s | harness texts/s | bare tokens/s "
+        "| architecture | params | texts x epochs per pass | harness tokens/s | harness texts/s | bare tokens/s "
         "| naive tokens/s | harness / bare | harness - bare ms / step | harness / naive | inference ms / 1k texts "
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -200,7 +206,7 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
         s = r["seconds"]
         tok = {k: [r["tokens"] / v for v in s[k]] for k in ("harness", "bare")}
         tok["naive"] = [r["naive_tokens"] / v for v in s["naive"]]
-        texts = [r["texts"] / v for v in s["harness"]]
+        texts = [r["texts"] * r["epochs"] / v for v in s["harness"]]
         # Harness and bare run back to back in each repetition: their ratio is taken per repetition, which
         # cancels the drift of this host's speed between repetitions.
         paired = [h / b for h, b in zip(tok["harness"], tok["bare"])]
@@ -209,7 +215,7 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
         speedup = statistics.median(tok["harness"]) / statistics.median(tok["naive"])
         ratios[r["arch"]] = (overhead, speedup)
         lines.append(
-            f"| `{r['arch']}` | {r['params']:,} | {r['texts']:,} | {median_spread(tok['harness'])} "
+            f"| `{r['arch']}` | {r['params']:,} | {r['texts']:,} x {r['epochs']} | {median_spread(tok['harness'])} "
             f"| {median_spread(texts)} | {median_spread(tok['bare'])} | {median_spread(tok['naive'])} "
             f"| {median_spread(paired, 3)} | {median_spread(step_ms, 2)} | {speedup:.2f} "
             f"| {median_spread(s['latency'], 1)} | {r['peak_rss_mb']:,.0f} |"
@@ -278,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "(`bench/models.py`); data settings of `sweeps/default.yaml`. Tokens are real (non-pad) tokens. "
         "_harness_: the sweep's trial code; _bare_: a plain PyTorch loop over the same network, optimiser and "
         "batches; _naive_: random batches padded to `max_len`, recurrent layers over `pack_padded_sequence`, "
-        f"over the first {NAIVE_TEXTS} training texts. A timed pass covers the first _texts per pass_ training "
-        f"texts: enough for about {args.pass_seconds:g} s of bare training (sized by a probe pass), or all of them. "
+        f"over the first {NAIVE_TEXTS} training texts. A timed pass covers about {args.pass_seconds:g} s of bare "
+        "training (sized by a probe pass): the first training texts, or all of them for several epochs "
+        "(_texts x epochs_). "
         "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back; "
         f"_harness - bare_: the difference of their pass times per training step ({DEFAULTS['batch_size']} texts). "
         "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row.",

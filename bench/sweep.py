@@ -33,7 +33,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from bench import data as bench_data
 from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig
 from bench.models import build_network
-from bench.module import TextClassifier
+from bench.module import BATCHES_PER_CALL, TextClassifier
 from bench.paths import runtime_dir
 from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
@@ -234,7 +234,8 @@ def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(prefix))
     trainer = make_trainer(cfg, callbacks, logger)
-    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=cfg.seed + trial.number)
+    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=cfg.seed + trial.number,
+                                     group=BATCHES_PER_CALL)
     val_loader = bench_data.loader(ctx.data.val, 512, shuffle=False)
 
     state = "failed"

@@ -96,3 +96,13 @@ def test_bucketed_batches_cover_every_row_once():
     # Padding is small: within a batch, lengths are close.
     spread = np.mean([lengths[b].max() - lengths[b].min() for b in epoch1])
     assert spread < 10
+
+
+def test_grouped_batches_are_the_same_batches_in_the_same_order():
+    lengths = np.random.default_rng(0).integers(1, 30, size=203)
+    split = data.Split(np.ones(lengths.sum(), dtype=np.int32), np.concatenate([[0], np.cumsum(lengths)]),
+                       np.zeros(203, dtype=np.int64))
+    plain = list(data.loader(split, 16, shuffle=True, seed=3))
+    groups = list(data.loader(split, 16, shuffle=True, seed=3, group=4))
+    assert [len(g) for g in groups] == [4, 4, 4, 1]  # 13 batches
+    assert all(a[1].equal(b[1]) for a, b in zip(plain, [b for g in groups for b in g], strict=True))

@@ -76,3 +76,12 @@ def test_reverse_within_length_keeps_padding_at_the_end():
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture 'cnn'; available: averaging, bag_concat"):
         build_network("cnn", VOCAB)
+
+
+def test_averaging_with_bigrams_sees_word_order_and_ignores_padding():
+    plain, bigrams = network("averaging").eval(), network("averaging", bigram_buckets=16).eval()
+    text, shuffled = [5, 9, 3], [3, 9, 5]
+    assert torch.allclose(plain(*batch([text])), plain(*batch([shuffled])))  # order-blind without bigrams
+    assert not torch.allclose(bigrams(*batch([text])), bigrams(*batch([shuffled])), atol=1e-6)
+    ids, lengths = batch([text, [4, 4, 8, 2, 6, 11]])
+    assert torch.allclose(bigrams(*batch([text])), bigrams(ids, lengths)[:1], atol=1e-6)

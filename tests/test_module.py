@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 
 from bench import data as bench_data
 from bench.models import build_network
-from bench.module import TextClassifier
+from bench.module import BATCHES_PER_CALL, TextClassifier
 
 
 class GradNorms(Callback):
@@ -29,7 +29,8 @@ def fit_one_epoch(module, split, callbacks=()):
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         callbacks=list(callbacks))
-    trainer.fit(module, bench_data.loader(split, 32, shuffle=True), bench_data.loader(split, 96, shuffle=False))
+    trainer.fit(module, bench_data.loader(split, 32, shuffle=True, group=BATCHES_PER_CALL),
+                bench_data.loader(split, 96, shuffle=False))
     return trainer.callback_metrics
 
 
