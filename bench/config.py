@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS
 from bench.models import ARCHITECTURES
@@ -87,7 +87,8 @@ class PrunerSettings(Strict):
 class StudySettings(Strict):
     n_trials: int | None = Field(8, ge=1)  # finished trials (complete, pruned or failed) per study
     timeout: float | None = Field(None, gt=0)  # seconds of trials per study; checked between trials
-    max_epochs: int = Field(5, ge=1)
+    # Epochs per trial: one number, or one per dataset (e.g. {imdb: 2, sentiment140: 1}).
+    max_epochs: PositiveInt | dict[str, PositiveInt] = 5
     patience: int = Field(2, ge=1)  # early stopping: epochs without a better val/acc
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
@@ -144,6 +145,12 @@ class SweepConfig(Strict):
         for arch in self.architectures:
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
+        if isinstance(self.study.max_epochs, dict):
+            unknown = sorted(set(self.study.max_epochs) - set(DATASETS))
+            missing = [d for d in self.datasets if d not in self.study.max_epochs]
+            if unknown or missing:
+                raise ValueError(f"study.max_epochs: unknown dataset(s) {unknown}, no value for dataset(s) {missing}; "
+                                 f"datasets: {', '.join(DATASETS)}")
         allowed = set().union(*(TRAINING_PARAMS | network_params(arch) for arch in self.architectures))
         for dataset, space in self.dataset_search_spaces.items():
             unknown = sorted(set(space) - allowed)
@@ -151,6 +158,10 @@ class SweepConfig(Strict):
                 raise ValueError(f"dataset_search_spaces.{dataset}: parameter(s) {unknown} belong to none of the "
                                  f"sweep's architectures; allowed: {sorted(allowed)}")
         return self
+
+    def max_epochs(self, dataset: str) -> int:
+        epochs = self.study.max_epochs
+        return epochs[dataset] if isinstance(epochs, dict) else epochs
 
     def data_for(self, dataset: str) -> DataSettings:
         return self.data.get(dataset, DataSettings())
@@ -215,10 +226,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     except ValidationError as error:
         lines = [f"{path}: invalid sweep config"]
         for e in error.errors():
-            # Drop pydantic's union-branch names (e.g. 'FloatParam') so the key path reads as in the file.
-            loc = ".".join(str(p) for p in e["loc"] if not str(p)[:1].isupper() and p not in _SCALARS)
+            loc = ".".join(str(p) for p in e["loc"] if not _is_union_branch(p))
             lines.append(f"  {loc or '(top level)'}: {e['msg']}")
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
 
 
-_SCALARS = {"int", "float", "str", "bool"}
+def _is_union_branch(part) -> bool:
+    """pydantic's name for a branch of a union ('FloatParam', 'int', 'dict[str,constrained-int]'), dropped so that
+    the key path reads as in the file."""
+    text = str(part)
+    return text[:1].isupper() or text in {"int", "float", "str", "bool", "constrained-int"} or "[" in text

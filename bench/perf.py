@@ -128,7 +128,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
     ctx = sweep.StudyContext(cfg, "imdb", arch, data, client, experiment_id, parent, workdir / "models")
 
     def harness() -> float:
-        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(cfg))
+        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(cfg, "imdb"))
         study.optimize(lambda trial: sweep.objective(trial, ctx), n_trials=1)
         run_id = study.trials[0].user_attrs["mlflow_run_id"]
         return sum(m.value for m in client.get_metric_history(run_id, "train/epoch_time_s"))

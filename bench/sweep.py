@@ -152,13 +152,13 @@ class BeforeLastEpoch(optuna.pruners.BasePruner):
         return trial.last_step is not None and trial.last_step < self.last_step and self.pruner.prune(study, trial)
 
 
-def make_pruner(cfg: SweepConfig) -> optuna.pruners.BasePruner:
-    p = cfg.study.pruner
+def make_pruner(cfg: SweepConfig, dataset: str) -> optuna.pruners.BasePruner:
+    p, max_epochs = cfg.study.pruner, cfg.max_epochs(dataset)
     if p.type == "median":
         median = optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
-        return BeforeLastEpoch(median, cfg.study.max_epochs)
+        return BeforeLastEpoch(median, max_epochs)
     if p.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.study.max_epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -177,12 +177,12 @@ class EpochLines(Callback):
         )
 
 
-def make_trainer(cfg: SweepConfig, callbacks, logger=False) -> L.Trainer:
+def make_trainer(cfg: SweepConfig, callbacks, logger=False, max_epochs: int | None = None) -> L.Trainer:
     return L.Trainer(
         accelerator="auto",
         devices=1,
         precision=precision(cfg),
-        max_epochs=cfg.study.max_epochs,
+        max_epochs=max_epochs,
         callbacks=callbacks,
         logger=logger,
         enable_checkpointing=False,  # the best epoch's weights are kept in memory by TextClassifier
@@ -233,7 +233,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
     callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), pruning]
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(prefix))
-    trainer = make_trainer(cfg, callbacks, logger)
+    trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset))
     train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=cfg.seed + trial.number,
                                      group=BATCHES_PER_CALL)
     val_loader = bench_data.loader(ctx.data.val, 512, shuffle=False)
@@ -425,8 +425,8 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
             f"train tokens per text {data.stats['train_tokens']}")
         for arch in cfg.architectures:
             study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage,
-                                        direction="maximize", sampler=make_sampler(cfg), pruner=make_pruner(cfg),
-                                        load_if_exists=True)
+                                        direction="maximize", sampler=make_sampler(cfg),
+                                        pruner=make_pruner(cfg, dataset), load_if_exists=True)
             tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
             ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id,
                                parent_run(client, experiment_id, study, tags),

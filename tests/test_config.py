@@ -79,3 +79,14 @@ dataset_search_spaces:
     assert cfg.space_for("lstm", "sentiment140")["batch_size"] == 256
     message = error_of(write(tmp_path, text.replace("bag_len", "bag_size")))
     assert "dataset_search_spaces.sentiment140" in message and "bag_size" in message
+
+
+def test_max_epochs_per_dataset(tmp_path):
+    both = BASE.replace("[imdb]", "[imdb, sentiment140]")
+    cfg = load_config(write(tmp_path, both + "study:\n  max_epochs: {imdb: 2, sentiment140: 1}\n"))
+    assert (cfg.max_epochs("imdb"), cfg.max_epochs("sentiment140")) == (2, 1)
+    assert load_config(write(tmp_path, both), ["study.max_epochs=3"]).max_epochs("sentiment140") == 3
+    message = error_of(write(tmp_path, both + "study:\n  max_epochs: {imdb: 2, tweets: 1}\n"))
+    assert "unknown dataset(s) ['tweets'], no value for dataset(s) ['sentiment140']" in message
+    message = error_of(write(tmp_path, both), ["study.max_epochs={imdb: 2, sentiment140: 0}"])
+    assert "study.max_epochs" in message and "greater than 0" in message

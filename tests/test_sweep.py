@@ -15,7 +15,7 @@ def states(cfg, arch="averaging"):
 
 def test_pruned_trial_is_recorded_as_pruned(runtime, tiny_sweep, monkeypatch):
     # Deterministic: validation accuracy is never above 1.1, so every trial is pruned after its first epoch.
-    monkeypatch.setattr(sweep, "make_pruner", lambda cfg: optuna.pruners.ThresholdPruner(lower=1.1))
+    monkeypatch.setattr(sweep, "make_pruner", lambda cfg, dataset: optuna.pruners.ThresholdPruner(lower=1.1))
     cfg = load_config(tiny_sweep)
     results = sweep.run_sweep(cfg, tiny_sweep)
     assert states(cfg) == [TrialState.PRUNED, TrialState.PRUNED]
