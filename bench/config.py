@@ -113,7 +113,9 @@ class SweepConfig(Strict):
     dataset_search_spaces: dict[str, dict[str, ParamSpec]] = {}  # per dataset, overriding both (batch size...)
     storage: str | None = None  # Optuna storage URL; None = SQLite in the runtime folder
     tracking_uri: str | None = None  # MLflow tracking URI; None = SQLite in the runtime folder
-    precision: str = "auto"  # Lightning precision; auto = bf16-mixed on a GPU that has it, else 32-true
+    # Lightning precision; auto = bf16-mixed on a GPU that has it, else 32-true. None of these needs gradient
+    # scaling, which the training step (module.py) does not do.
+    precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "64-true"] = "auto"
 
     @field_validator("datasets")
     @classmethod

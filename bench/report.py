@@ -247,7 +247,7 @@ def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Pat
         ax.set_title(DATASET_TITLES.get(dataset, dataset))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8)  # placed where it hides the fewest points
     _save(fig, path)
 
 
@@ -266,7 +266,7 @@ def learning_curves_figure(client: MlflowClient, studies: list[Study], datasets:
         ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: best trial of each architecture")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8)  # placed where it hides the fewest points
     _save(fig, path)
 
 
