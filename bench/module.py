@@ -28,7 +28,9 @@ def keep_freed_memory() -> None:
     libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory rather than return it to the OS
 
 
-BATCHES_PER_CALL = 8  # training batches per training_step call: the training loader's `group`
+# Training batches per training_step call (the training loader's `group`). Lightning's own work between two
+# calls is ~0.65 ms here; 32 rather than 8 batches a call saved ~0.07 ms per step on bag_concat (~2 ms a step).
+BATCHES_PER_CALL = 32
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -61,7 +63,7 @@ class TextClassifier(L.LightningModule):
 
     def _step(self, batch):
         ids, lengths, labels = batch
-        logits = self(ids, lengths).float()
+        logits = self.network(ids, lengths).float()  # not self(...): one module call less per step
         return logits, labels, self.loss_fn(logits, labels.float())
 
     def on_fit_start(self):
@@ -72,15 +74,16 @@ class TextClassifier(L.LightningModule):
         self._epoch_outputs = []
 
     def training_step(self, batches, batch_idx):
-        # BATCHES_PER_CALL batches per call, one optimiser step each: Lightning's own per-call work (~0.3 ms here,
-        # as much as 10% of a small network's step) is paid once per group.
+        # BATCHES_PER_CALL batches per call, one optimiser step each: Lightning's per-call work is paid once a group.
         optimizer = self.optimizers().optimizer
+        # A list, made once per call: self.parameters() walks the metrics' modules too, at every step.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         for batch in batches:
             optimizer.zero_grad()
             logits, labels, loss = self._step(batch)
             loss.backward()
             if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip)
+                nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
             self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
 
