@@ -10,7 +10,10 @@ of them for several epochs, about `--pass-seconds` of bare training):
 Throughput counts real (non-pad) tokens, so the three are comparable. Each architecture runs in a process of
 its own, so that its peak RSS is its own. Data: load, normalise, tokenise and encode each dataset with an
 empty runtime folder (cold: no `datasets` cache, no encoded cache) and again (warm), each in a fresh process.
-Every figure is the median over `--repeats` repetitions after one warm-up repetition that is not counted.
+Every figure is the median over `--repeats` repetitions (`--load-repeats` for data) after one warm-up
+repetition that is not counted. This host's speed jumps by up to 2x for tens of seconds at a time, so the
+harness/bare ratio is taken within each repetition from short back-to-back passes, in alternating order, and
+over many repetitions.
 """
 
 from __future__ import annotations
@@ -109,9 +112,10 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         return train_seconds(fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
                              DEFAULTS["grad_clip"], epochs)
 
-    # A timed pass covers about `pass_seconds` of bare training: per-epoch costs (a trial's set-up, the first
-    # batch) would swamp a short pass of the fast networks, and this host's speed drifts. Sized by a probe pass,
-    # which also warms up: the first texts of the training split, or all of them for as many epochs as it takes.
+    # A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
+    # batch) are small, short enough that this host's speed seldom jumps within a pair of passes. Sized by a probe
+    # pass, which also warms up: the first texts of the training split, or all of them for as many epochs as it
+    # takes.
     probe = bare(subset(full.train, PROBE_TEXTS))
     wanted = PROBE_TEXTS * pass_seconds / probe
     n_texts = min(len(full.train), max(PROBE_TEXTS, round(wanted)))
@@ -149,8 +153,9 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
 
     seconds = {"harness": [], "bare": [], "naive": [], "latency": []}
     for rep in range(repeats + 1):
-        values = {name: run() for name, run in (("harness", harness), ("bare", lambda: bare(train, epochs)),
-                                                 ("naive", naive), ("latency", latency))}
+        pair = [("harness", harness), ("bare", lambda: bare(train, epochs))]
+        values = {name: run() for name, run in (pair if rep % 2 else pair[::-1]) + [("naive", naive),
+                                                                                    ("latency", latency)]}
         if rep > 0:  # the first repetition warms up and is not counted
             for name, value in values.items():
                 seconds[name].append(value)
@@ -228,8 +233,11 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="measured repetitions after the warm-up one")
-    parser.add_argument("--pass-seconds", type=float, default=5.0,
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="measured training repetitions after the warm-up one")
+    parser.add_argument("--load-repeats", type=int, default=3,
+                        help="measured data-loading repetitions after the warm-up one")
+    parser.add_argument("--pass-seconds", type=float, default=2.0,
                         help="size each timed training pass to about this many seconds of bare training")
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--datasets", nargs="*", default=list(bench_data.DATASETS),
@@ -252,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = {}
     for dataset in args.datasets:
         cold, warm, rows = [], [], None
-        for rep in range(args.repeats + 1):
+        for rep in range(args.load_repeats + 1):
             with tempfile.TemporaryDirectory() as home:  # an empty runtime folder: nothing cached
                 first = child(["--child-load", dataset], {"BENCH_HOME": home})
                 second = child(["--child-load", dataset], {"BENCH_HOME": home})
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             if rep > 0:
                 cold.append(first["seconds"])
                 warm.append(second["seconds"])
-            print(f"  {dataset} repetition {rep}/{args.repeats}: cold {first['seconds']:.1f} s, "
+            print(f"  {dataset} repetition {rep}/{args.load_repeats}: cold {first['seconds']:.1f} s, "
                   f"warm {second['seconds']:.2f} s", file=sys.stderr, flush=True)
         loads[dataset] = (rows, cold, warm)
     measure_load("imdb")  # fills the runtime folder's cache that the training processes read; not timed
@@ -278,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "min._",
         "",
         f"- Machine: {machine()}",
-        f"- Figures: median of {args.repeats} repetitions (min-max in brackets) after one warm-up repetition.",
+        f"- Figures: median of {args.repeats} repetitions for training, {args.load_repeats} for data loading "
+        "(min-max in brackets), after one warm-up repetition.",
         "",
         "## Training throughput on IMDB",
         "",
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         f"over the first {NAIVE_TEXTS} training texts. A timed pass covers about {args.pass_seconds:g} s of bare "
         "training (sized by a probe pass): the first training texts, or all of them for several epochs "
         "(_texts x epochs_). "
-        "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back; "
+        "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back "
+        "(in alternating order); "
         f"_bare ms / step_: a bare training step ({DEFAULTS['batch_size']} texts); _harness - bare_: the difference "
         "of their pass times per training step. "
         "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row.",
