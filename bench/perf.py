@@ -47,7 +47,7 @@ DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and
 # The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
 DEFAULTS = {**sweep.TRAINING_DEFAULTS, "grad_clip": 1.0}
 PROBE_TEXTS = 1024  # the pass that sizes the timed passes; the fewest texts a timed pass covers
-NAIVE_TEXTS = 512  # the naive baseline is an order of magnitude slower: a fixed slice keeps it affordable
+NAIVE_TEXTS = 256  # the naive baseline is an order of magnitude slower: a fixed slice keeps it affordable
 
 
 def subset(split: bench_data.Split, n: int) -> bench_data.Split:
@@ -233,11 +233,11 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7,
+    parser.add_argument("--repeats", type=int, default=15,
                         help="measured training repetitions after the warm-up one")
     parser.add_argument("--load-repeats", type=int, default=3,
                         help="measured data-loading repetitions after the warm-up one")
-    parser.add_argument("--pass-seconds", type=float, default=2.0,
+    parser.add_argument("--pass-seconds", type=float, default=1.0,
                         help="size each timed training pass to about this many seconds of bare training")
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--datasets", nargs="*", default=list(bench_data.DATASETS),
