@@ -6,7 +6,7 @@ of them for several epochs, about `--pass-seconds` of bare training):
            timed by the module over the training part of its epochs, as the sweep logs it
   bare     a plain PyTorch loop: the same network, optimiser, clipping and batches
   naive    the textbook baseline: random batches padded to max_len, recurrent layers over pack_padded_sequence
-           (over a fixed 512 texts: it is an order of magnitude slower)
+           (over a fixed `NAIVE_TEXTS` texts: it is an order of magnitude slower)
 Throughput counts real (non-pad) tokens, so the three are comparable. Each architecture runs in a process of
 its own, so that its peak RSS is its own. Data: load, normalise, tokenise and encode each dataset with an
 empty runtime folder (cold: no `datasets` cache, no encoded cache) and again (warm), each in a fresh process.
