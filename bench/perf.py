@@ -113,9 +113,8 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
                              DEFAULTS["grad_clip"], epochs)
 
     # A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
-    # batch) are small, short enough that this host's speed seldom jumps within a pair of passes. Sized by a probe
-    # pass, which also warms up: the first texts of the training split, or all of them for as many epochs as it
-    # takes.
+    # batch) are small, short enough that this host's speed seldom jumps within a pair of passes. Sized by a
+    # probe pass, which also warms up: the first training texts, or all of them for as many epochs as it takes.
     probe = bare(subset(full.train, PROBE_TEXTS))
     wanted = PROBE_TEXTS * pass_seconds / probe
     n_texts = min(len(full.train), max(PROBE_TEXTS, round(wanted)))
@@ -153,9 +152,10 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
 
     seconds = {"harness": [], "bare": [], "naive": [], "latency": []}
     for rep in range(repeats + 1):
-        pair = [("harness", harness), ("bare", lambda: bare(train, epochs))]
-        values = {name: run() for name, run in (pair if rep % 2 else pair[::-1]) + [("naive", naive),
-                                                                                    ("latency", latency)]}
+        runs = [("harness", harness), ("bare", lambda: bare(train, epochs))]
+        if rep % 2 == 0:
+            runs.reverse()  # alternating order: neither of the pair always runs first
+        values = {name: run() for name, run in runs + [("naive", naive), ("latency", latency)]}
         if rep > 0:  # the first repetition warms up and is not counted
             for name, value in values.items():
                 seconds[name].append(value)
