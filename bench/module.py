@@ -12,20 +12,33 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows): the two functions below do nothing
+        return None
+
+
 def keep_freed_memory() -> None:
     """Stop glibc from handing large freed buffers back to the OS, which it does after every training step.
 
     glibc serves large allocations with fresh pages and unmaps them when freed, so each step page-faults its
     activations in again. With oneDNN's LSTM buffers that was a quarter of the CPU time: a bare bilstm pass over
-    2,048 IMDB texts took ~4.0 s before, 2.3 s after (0.75M page faults per pass before, none after). Without
-    glibc (macOS, Windows) this does nothing.
+    2,048 IMDB texts took ~4.0 s before, 2.3 s after (0.75M page faults per pass before, none after).
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: allocations below 1 GiB come from the heap and are reused
-    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory rather than return it to the OS
+    if libc := _glibc():
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: allocations below 1 GiB come from the heap and are reused
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory rather than return it to the OS
+
+
+def release_freed_memory() -> None:
+    """Hand the memory kept by keep_freed_memory back to the OS, between trials.
+
+    Each trial's buffers have other sizes, so without this the heap grows from trial to trial: peak RSS over IMDB
+    lstm, averaging and bag_concat studies (21 trials) was 4.3 GiB without, 2.9 GiB with, in the same time.
+    """
+    if libc := _glibc():
+        libc.malloc_trim(0)
 
 
 # Training batches per training_step call (the training loader's `group`). Lightning's own work between two

@@ -33,7 +33,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from bench import data as bench_data
 from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig
 from bench.models import build_network
-from bench.module import BATCHES_PER_CALL, TextClassifier
+from bench.module import BATCHES_PER_CALL, TextClassifier, release_freed_memory
 from bench.paths import runtime_dir
 from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
@@ -254,6 +254,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
     finally:
         ctx.client.set_tag(run_id, "state", state)
         ctx.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
+        release_freed_memory()
 
     value = float(module.val_acc_best.compute())
     if _beats_best(trial.study, value):
