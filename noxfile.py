@@ -1,5 +1,5 @@
-"""Sessions: sweep, report, ui, perf, tests, lint. They share one virtualenv, .nox/bench, built once and rebuilt when
-pyproject.toml changes.
+"""Sessions: sweep, report, ui, perf, docs, tests, lint. They share one virtualenv, .nox/bench, built once and
+rebuilt when pyproject.toml changes.
 
 PyTorch: without an NVIDIA GPU the CPU build is installed first (`torch==2.13.0`, which this project's
 machines hold as a local CPU wheel); with one, PyPI's default CUDA build. BENCH_TORCH overrides the pip
@@ -21,7 +21,8 @@ nox.options.sessions = ["tests", "lint"]
 ROOT = Path(__file__).parent
 VENV = ROOT / ".nox" / "bench"
 BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
-RUNTIME = Path(os.environ.get("BENCH_HOME", ROOT / ".bench")).resolve()
+sys.path.insert(0, str(ROOT))  # bench.runtime needs only the standard library: no virtualenv to import it
+from bench.runtime import runtime_dir  # noqa: E402
 
 
 def torch_requirement() -> list[str]:
@@ -63,9 +64,9 @@ def report(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def ui(session: nox.Session) -> None:
     """MLflow UI over the sweep store, on http://127.0.0.1:5000 (only this machine can reach it)."""
-    store = session.posargs[0] if session.posargs else f"sqlite:///{RUNTIME / 'mlflow.db'}"
+    store = session.posargs[0] if session.posargs else f"sqlite:///{runtime_dir() / 'mlflow.db'}"
     session.run(str(bench_env(session) / "mlflow"), "ui", "--backend-store-uri", store,
-                "--default-artifact-root", (RUNTIME / "mlartifacts").as_uri(),
+                "--default-artifact-root", (runtime_dir() / "mlartifacts").as_uri(),
                 "--host", "127.0.0.1", "--port", "5000", external=True)
 
 
@@ -73,6 +74,13 @@ def ui(session: nox.Session) -> None:
 def perf(session: nox.Session) -> None:
     """Speed benchmark, printed and written to reports/perf/README.md: nox -s perf [-- --repeats 5 ...]."""
     session.run(str(bench_env(session) / "python"), "-m", "bench.perf", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/config.md from the config models' field descriptions."""
+    with open(ROOT / "docs" / "config.md", "w") as out:
+        session.run(str(bench_env(session) / "python"), "-m", "bench.config", external=True, stdout=out)
 
 
 @nox.session(venv_backend="none")

@@ -1,17 +1,23 @@
-"""Command line: `python -m bench sweep CONFIG [key.path=value ...]`, `python -m bench report NAME|CONFIG`."""
+"""Command line: `python -m bench sweep CONFIG [key.path=value ...]`, `python -m bench report NAME|CONFIG`.
+
+Only the standard library, pydantic and YAML load before the arguments and the config are known to be good.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import traceback
 from pathlib import Path
 
-from bench.config import ConfigError, load_config
-from bench.data import DataError
+from bench.config import load_config
+from bench.runtime import UserError, runtime_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True)
     sweep = commands.add_parser("sweep", help="run or resume a sweep, then write its report")
     sweep.add_argument("config", nargs="?", default="sweeps/default.yaml", help="sweep config (YAML)")
@@ -21,29 +27,54 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("sweep", help="sweep name (default tracking store) or sweep config path")
     report.add_argument("--tracking-uri", help="MLflow tracking URI; default: the config's, else .bench/mlflow.db")
     report.add_argument("--reports", default="reports", help="folder of the generated reports")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    # Heavy imports only once the arguments are known to be good.
-    from bench.module import keep_freed_memory
-    from bench.report import ReportError, write_report
+
+def sweep_command(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.overrides)
+    from bench.report import write_report
+    from bench.runtime import keep_freed_memory, quiet_libraries
     from bench.sweep import run_sweep, tracking_uri
 
     keep_freed_memory()
+    quiet_libraries()
+    run_sweep(cfg, args.config)
+    write_report(cfg.name, tracking_uri(cfg), Path(args.reports))
 
+
+def report_command(args: argparse.Namespace) -> None:
+    cfg = load_config(args.sweep) if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file() else None
+    from bench.report import write_report
+    from bench.runtime import quiet_libraries
+    from bench.sweep import tracking_uri
+
+    quiet_libraries()
+    write_report(cfg.name if cfg else args.sweep, args.tracking_uri or tracking_uri(cfg), Path(args.reports))
+
+
+def save_traceback() -> Path:
+    path = runtime_dir() / "logs" / f"error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(traceback.format_exc())
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        if args.command == "sweep":
-            cfg = load_config(args.config, args.overrides)
-            run_sweep(cfg, args.config)
-            write_report(cfg.name, tracking_uri(cfg), Path(args.reports))
-        else:
-            name, uri = args.sweep, args.tracking_uri
-            if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file():
-                cfg = load_config(args.sweep)
-                name, uri = cfg.name, uri or tracking_uri(cfg)
-            write_report(name, uri or tracking_uri(None), Path(args.reports))
-    except (ConfigError, DataError, ReportError) as error:
+        (sweep_command if args.command == "sweep" else report_command)(args)
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"error: {type(error).__name__}: {error} (traceback in {save_traceback()}; --debug shows it)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,25 +1,39 @@
 """Sweep configuration: a YAML file in sweeps/, validated by pydantic.
 
-Unknown keys, wrong types and empty or inverted ranges are errors that name the file and the key.
+Unknown keys, wrong types and empty or inverted ranges are errors that name the file and the key. Every setting's
+meaning and default live here, in its field's description; docs/config.md is generated from them
+(`python -m bench.config > docs/config.md`).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PositiveInt,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from bench.data import DATASETS
-from bench.models import ARCHITECTURES
+from bench.runtime import UserError
 
 # Hyperparameters of the training loop; every other searched name must be an argument of the network.
 TRAINING_PARAMS = {"lr", "weight_decay", "batch_size", "grad_clip"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     pass
 
 
@@ -27,69 +41,82 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_range(spec):
+    if not spec.low < spec.high:
+        raise ValueError(f"empty or inverted range: low={spec.low} must be below high={spec.high}")
+    if spec.log and spec.low <= 0:
+        raise ValueError(f"log scale needs low > 0, got low={spec.low}")
+    return spec
+
+
 class FloatParam(Strict):
     type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False  # sample on a log scale
+    low: float = Field(description="lowest value")
+    high: float = Field(description="highest value")
+    log: bool = Field(False, description="sample on a log scale")
 
-    @model_validator(mode="after")
-    def _range(self):
-        if not self.low < self.high:
-            raise ValueError(f"empty or inverted range: low={self.low} must be below high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"log scale needs low > 0, got low={self.low}")
-        return self
+    _range = model_validator(mode="after")(_check_range)
 
 
 class IntParam(Strict):
     type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(1, ge=1)
-    log: bool = False
+    low: int = Field(description="lowest value")
+    high: int = Field(description="highest value")
+    step: int = Field(1, ge=1, description="spacing of the values")
+    log: bool = Field(False, description="sample on a log scale")
 
-    @model_validator(mode="after")
-    def _range(self):
-        if not self.low < self.high:
-            raise ValueError(f"empty or inverted range: low={self.low} must be below high={self.high}")
-        return self
+    _range = model_validator(mode="after")(_check_range)
 
 
 class CategoricalParam(Strict):
     type: Literal["categorical"]
-    choices: list[int | float | str | bool] = Field(min_length=1)
+    choices: list[int | float | str | bool] = Field(min_length=1, description="the values to choose from")
 
 
 Distribution = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-# A plain value fixes the parameter; a mapping with `type` searches it.
-ParamSpec = Distribution | int | float | str | bool
+
+
+def _spec_kind(value) -> str:
+    return "distribution" if isinstance(value, dict | BaseModel) else "fixed"
+
+
+# A mapping with `type` searches the parameter; a plain value fixes it. Told apart before validation, so that an
+# error names only the branch the value meant.
+ParamSpec = Annotated[Annotated[Distribution, Tag("distribution")] | Annotated[int | float | str | bool, Tag("fixed")],
+                      Discriminator(_spec_kind)]
+SearchSpace = dict[str, ParamSpec]
 
 
 class DataSettings(Strict):
-    vocab_size: int = Field(20_000, ge=10)  # most frequent training-split tokens kept, specials included
-    max_len: int = Field(400, ge=1)  # tokens kept per text: the last ones, where reviews give their verdict
-    val_fraction: float = Field(0.1, gt=0, lt=1)  # stratified share of train held out for validation
-    train_size: int | None = Field(None, ge=10)  # stratified subsample of train before the split; None = all
+    vocab_size: int = Field(20_000, ge=10, description="most frequent training-split tokens kept, `[PAD]` and "
+                                                       "`[UNK]` included")
+    max_len: int = Field(400, ge=1, description="tokens kept per text: the last ones, where reviews give their "
+                                                "verdict")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified share of train held out for validation")
+    train_size: int | None = Field(None, ge=10, description="stratified subsample of train before the split; "
+                                                            "null: all")
 
 
 class SamplerSettings(Strict):
-    type: Literal["tpe", "random"] = "tpe"
-    n_startup_trials: int = Field(4, ge=0)  # random trials before TPE starts modelling
+    type: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler, `tpe` or `random`, seeded with `seed`")
+    n_startup_trials: int = Field(4, ge=0, description="random trials before TPE starts modelling")
 
 
 class PrunerSettings(Strict):
-    type: Literal["median", "hyperband", "none"] = "median"
-    n_startup_trials: int = Field(2, ge=0)  # median: trials finished before any pruning
-    n_warmup_steps: int = Field(0, ge=0)  # median: epochs a trial runs before it can be pruned
+    type: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Optuna pruner, `median`, `hyperband` or `none`; a trial is pruned only before its last "
+                              "epoch")
+    n_startup_trials: int = Field(2, ge=0, description="median: trials finished before any pruning")
+    n_warmup_steps: int = Field(0, ge=0, description="median: epochs a trial runs before it can be pruned")
 
 
 class StudySettings(Strict):
-    n_trials: int | None = Field(8, ge=1)  # finished trials (complete, pruned or failed) per study
-    timeout: float | None = Field(None, gt=0)  # seconds of trials per study; checked between trials
-    # Epochs per trial: one number, or one per dataset (e.g. {imdb: 2, sentiment140: 1}).
-    max_epochs: PositiveInt | dict[str, PositiveInt] = 5
-    patience: int = Field(2, ge=1)  # early stopping: epochs without a better val/acc
+    n_trials: int | None = Field(8, ge=1, description="finished trials (complete, pruned or failed) per study")
+    timeout: float | None = Field(None, gt=0, description="seconds of trials per study, checked between trials; "
+                                                          "null: none")
+    max_epochs: PositiveInt | dict[str, PositiveInt] = Field(
+        5, description="epochs per trial: one number, or one per dataset (`{imdb: 2, sentiment140: 1}`)")
+    patience: int = Field(2, ge=1, description="early stopping: epochs without a better `val/acc`")
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
 
@@ -101,45 +128,67 @@ class StudySettings(Strict):
 
 
 class SweepConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # MLflow experiment and Optuna study prefix
-    seed: int = 0  # splits, sampler and every trial's initialisation derive from it
-    data_dir: str | None = None  # local mirror folder; None = $BENCH_DATA_DIR, else the Hugging Face Hub
-    datasets: list[str] = Field(min_length=1)
-    architectures: list[str] = Field(min_length=1)
-    data: dict[str, DataSettings] = {}  # per dataset; missing datasets take the defaults
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name: the MLflow experiment and the Optuna "
+                                                                 "study prefix")
+    seed: int = Field(0, description="splits, sampler and each trial's initialisation (`seed + trial number`)")
+    data_dir: str | None = Field(None, description="local mirror folder; null: `$BENCH_DATA_DIR`, else the Hugging "
+                                                   "Face Hub")
+    datasets: list[str] = Field(min_length=1, description="`imdb`, `sentiment140`")
+    architectures: list[str] = Field(min_length=1, description="any of `averaging`, `bag_concat`, `simple_rnn`, "
+                                                               "`gru`, `lstm`, `bilstm`")
+    data: dict[str, DataSettings] = Field({}, description="per dataset; a dataset left out takes the defaults",
+                                          json_schema_extra={"key": "<dataset>"})
     study: StudySettings = StudySettings()
-    search_space: dict[str, ParamSpec] = {}  # shared by every architecture
-    search_spaces: dict[str, dict[str, ParamSpec]] = {}  # per architecture, overriding the shared one
-    dataset_search_spaces: dict[str, dict[str, ParamSpec]] = {}  # per dataset, overriding both (batch size...)
-    storage: str | None = None  # Optuna storage URL; None = SQLite in the runtime folder
-    tracking_uri: str | None = None  # MLflow tracking URI; None = SQLite in the runtime folder
-    # Lightning precision; auto = bf16-mixed on a GPU that has it, else 32-true. None of these needs gradient
-    # scaling, which the training step (module.py) does not do.
-    precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "64-true"] = "auto"
+    search_space: SearchSpace = Field({}, description="parameters shared by every architecture")
+    search_spaces: dict[str, SearchSpace] = Field({}, description="`<architecture>: {...}`: per-architecture "
+                                                                  "parameters, overriding the shared ones")
+    dataset_search_spaces: dict[str, SearchSpace] = Field(
+        {}, description="`<dataset>: {...}`: per-dataset parameters, overriding both (e.g. larger batches for "
+                        "tweets); a network parameter applies to the architectures that take it")
+    storage: str | None = Field(None, description="Optuna storage URL (any SQLAlchemy URL); null: "
+                                                  "`.bench/optuna.db`")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (an `http://` server too); null: "
+                                                       "`.bench/mlflow.db`")
+    # None of these needs gradient scaling, which the training step (module.py) does not do.
+    precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "64-true"] = Field(
+        "auto", description="Lightning precision: `auto` (`bf16-mixed` on a GPU that supports it, else `32-true`), "
+                        "`32-true`, `bf16-mixed`, `bf16-true` or `64-true`")
 
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, names):
-        return [_known(name, DATASETS, "dataset") for name in names]
+        return [_known(name, _datasets(), "dataset") for name in names]
 
     @field_validator("architectures")
     @classmethod
     def _known_architectures(cls, names):
-        return [_known(name, ARCHITECTURES, "architecture") for name in names]
+        return [_known(name, _architectures(), "architecture") for name in names]
 
     @field_validator("data", "dataset_search_spaces")
     @classmethod
     def _keyed_by_known_datasets(cls, mapping):
         for name in mapping:
-            _known(name, DATASETS, "dataset")
+            _known(name, _datasets(), "dataset")
         return mapping
 
     @field_validator("search_spaces")
     @classmethod
     def _known_spaces(cls, spaces):
         for arch, space in spaces.items():
-            _known(arch, ARCHITECTURES, "architecture")
+            _known(arch, _architectures(), "architecture")
             _check_param_names(arch, space)
+        return spaces
+
+    @field_validator("dataset_search_spaces")
+    @classmethod
+    def _dataset_spaces_fit_some_architecture(cls, spaces):
+        # Any architecture, not only this sweep's: subsetting a sweep's architectures must not break its config.
+        allowed = set().union(*map(allowed_params, _architectures()))
+        for dataset, space in spaces.items():
+            unknown = sorted(set(space) - allowed)
+            if unknown:
+                raise ValueError(f"dataset_search_spaces.{dataset}: parameter(s) {unknown} belong to no "
+                                 f"architecture; allowed: {sorted(allowed)}")
         return spaces
 
     @model_validator(mode="after")
@@ -148,17 +197,11 @@ class SweepConfig(Strict):
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
         if isinstance(self.study.max_epochs, dict):
-            unknown = sorted(set(self.study.max_epochs) - set(DATASETS))
+            unknown = sorted(set(self.study.max_epochs) - set(_datasets()))
             missing = [d for d in self.datasets if d not in self.study.max_epochs]
             if unknown or missing:
                 raise ValueError(f"study.max_epochs: unknown dataset(s) {unknown}, no value for dataset(s) {missing}; "
-                                 f"datasets: {', '.join(DATASETS)}")
-        allowed = set().union(*(TRAINING_PARAMS | network_params(arch) for arch in self.architectures))
-        for dataset, space in self.dataset_search_spaces.items():
-            unknown = sorted(set(space) - allowed)
-            if unknown:
-                raise ValueError(f"dataset_search_spaces.{dataset}: parameter(s) {unknown} belong to none of the "
-                                 f"sweep's architectures; allowed: {sorted(allowed)}")
+                                 f"datasets: {', '.join(_datasets())}")
         return self
 
     def max_epochs(self, dataset: str) -> int:
@@ -168,11 +211,24 @@ class SweepConfig(Strict):
     def data_for(self, dataset: str) -> DataSettings:
         return self.data.get(dataset, DataSettings())
 
-    def space_for(self, arch: str, dataset: str) -> dict[str, ParamSpec]:
+    def space_for(self, arch: str, dataset: str) -> SearchSpace:
         # A network parameter of a dataset's space (bag_len for tweets) applies to the architectures that have it.
-        allowed = TRAINING_PARAMS | network_params(arch)
-        per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items() if k in allowed}
+        per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items()
+                       if k in allowed_params(arch)}
         return {**self.search_space, **self.search_spaces.get(arch, {}), **per_dataset}
+
+
+# The registries import torch: loaded only once a config names something, so that `bench --help` answers at once.
+def _datasets() -> dict:
+    from bench.data import DATASETS
+
+    return DATASETS
+
+
+def _architectures() -> dict:
+    from bench.models import ARCHITECTURES
+
+    return ARCHITECTURES
 
 
 def _known(name, registry, what):
@@ -182,19 +238,23 @@ def _known(name, registry, what):
 
 
 def _check_param_names(arch, space, context=None):
-    allowed = TRAINING_PARAMS | network_params(arch)
-    unknown = sorted(set(space) - allowed)
+    unknown = sorted(set(space) - allowed_params(arch))
     if unknown:
         where = f" (from {context})" if context else ""
         raise ValueError(
-            f"unknown parameter(s) {unknown} for architecture {arch!r}{where}; allowed: {sorted(allowed)}"
+            f"unknown parameter(s) {unknown} for architecture {arch!r}{where}; allowed: {sorted(allowed_params(arch))}"
         )
 
 
-def network_params(arch: str) -> set[str]:
+@functools.cache
+def network_params(arch: str) -> frozenset[str]:
     """The searchable constructor arguments of an architecture (vocab_size comes from the data)."""
-    signature = inspect.signature(ARCHITECTURES[arch])
-    return set(signature.parameters) - {"vocab_size"}
+    return frozenset(inspect.signature(_architectures()[arch]).parameters) - {"vocab_size"}
+
+
+def allowed_params(arch: str) -> set[str]:
+    """Every parameter a search space may name for an architecture: the training loop's and the network's."""
+    return TRAINING_PARAMS | network_params(arch)
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -206,15 +266,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     path = Path(path)
-    if not path.is_file():
-        available = ", ".join(sorted(p.name for p in Path("sweeps").glob("*.yaml"))) or "none found"
-        raise ConfigError(f"{path}: no such sweep config; in sweeps/: {available}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    raw = _read_yaml(path)
     for override in overrides:
         keys, value = parse_override(override)
         node = raw
@@ -233,8 +285,88 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
         raise ConfigError("\n".join(dict.fromkeys(lines))) from None
 
 
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        available = ", ".join(sorted(p.name for p in Path("sweeps").glob("*.yaml"))) or "none found"
+        raise ConfigError(f"{path}: no such sweep config; in sweeps/: {available}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return raw
+
+
 def _is_union_branch(part) -> bool:
-    """pydantic's name for a branch of a union ('FloatParam', 'int', 'dict[str,constrained-int]'), dropped so that
-    the key path reads as in the file."""
+    """pydantic's name for a branch of a union ('FloatParam', 'fixed', 'dict[str,constrained-int]'), dropped so
+    that the key path reads as in the file."""
     text = str(part)
-    return text[:1].isupper() or text in {"int", "float", "str", "bool", "constrained-int"} or "[" in text
+    return (text[:1].isupper() or "[" in text
+            or text in {"int", "float", "str", "bool", "constrained-int", "distribution", "fixed"})
+
+
+def _nested_model(annotation) -> type[BaseModel] | None:
+    """The settings model a field holds, directly or as the values of a mapping."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _default_text(field) -> str:
+    if field.is_required():
+        return "required"
+    return yaml.safe_dump(field.default, default_flow_style=True).strip().removesuffix("\n...")
+
+
+def reference_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One markdown table row per setting of `model`, nested settings as dotted keys."""
+    rows = []
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        key = prefix + name
+        if nested is not None:
+            placeholder = (field.json_schema_extra or {}).get("key")
+            rows += reference_rows(nested, f"{key}.{placeholder}." if placeholder else f"{key}.")
+        elif field.description:  # a distribution's `type` has none: it names the table
+            rows.append(f"| `{key}` | {field.description} | `{_default_text(field)}` |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every setting of a sweep config, generated from the models above."""
+    table = ["| key | meaning | default |", "| --- | --- | --- |"]
+    distributions = []
+    for model in (FloatParam, IntParam, CategoricalParam):
+        kind = typing.get_args(model.model_fields["type"].annotation)[0]
+        distributions += [f"**`{{type: {kind}}}`**", "", *table, *reference_rows(model), ""]
+    return "\n".join([
+        "# Sweep config reference",
+        "",
+        "_Generated from the field descriptions in `bench/config.py` by `python -m bench.config > docs/config.md`; "
+        "a test keeps the two in step._",
+        "",
+        "A sweep is a YAML file in `sweeps/`. Unknown keys, wrong types, unknown architectures or parameters, and "
+        "empty or inverted ranges are errors naming the file and the key. Any value can be overridden on the "
+        "command line: `key.path=value`, the value read as YAML.",
+        "",
+        *table,
+        *reference_rows(SweepConfig),
+        "",
+        "## Search-space parameters",
+        "",
+        "A parameter is a fixed value (`batch_size: 64`) or a distribution. Training parameters are "
+        f"{', '.join(f'`{p}`' for p in sorted(TRAINING_PARAMS))}; the others are the network's arguments, "
+        "described in `bench/models.py`:",
+        "",
+        "| architecture | network parameters |",
+        "| --- | --- |",
+        *[f"| `{arch}` | {', '.join(f'`{p}`' for p in sorted(network_params(arch)))} |" for arch in _architectures()],
+        "",
+        *distributions,
+    ])
+
+
+if __name__ == "__main__":
+    sys.stdout.write(reference_markdown())

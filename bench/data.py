@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from bench.paths import runtime_dir
+from bench.runtime import UserError, runtime_dir
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
@@ -40,7 +40,7 @@ DATASETS = {
 }
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     pass
 
 
@@ -170,7 +170,7 @@ def stratified_subset(labels: np.ndarray, size_or_fraction: float, rng: np.rando
 
 def encode(tokenizer: Tokenizer, texts: list[str], labels: np.ndarray) -> Split:
     lengths, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int32)]
-    # In chunks, each turned into arrays at once: 1.5M tweets encode in ~25 s this way, ~40 s in one call.
+    # In chunks, each turned into arrays at once: faster than one call over millions of texts (docs/performance.md).
     for start in range(0, len(texts), ENCODE_CHUNK):
         encodings = tokenizer.encode_batch_fast(texts[start : start + ENCODE_CHUNK])
         # A text with no token would have no last state to read: it becomes one [UNK].

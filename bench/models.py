@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.data import PAD_ID
 
@@ -121,49 +122,49 @@ class Recurrent(nn.Module):
                            dropout=dropout if num_layers > 1 else 0.0)
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), 1)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False) -> torch.Tensor:
+        """packed: run each layer over pack_padded_sequence, the textbook way (perf.py's naive baseline); the
+        predictions are the same."""
+        run = self._run_packed if packed else self._run
         x = self.dropout(self.embedding(ids))
         rows = torch.arange(ids.shape[0], device=ids.device)
-        last = lengths.to(ids.device) - 1
-        if not self.bidirectional:
-            out, _ = self.rnn(x)
-            return self.head(self.dropout(out[rows, last])).squeeze(-1)
         lengths = lengths.to(ids.device)
+        last = lengths - 1
+        if not self.bidirectional:
+            return self.head(self.dropout(run(self.rnn, x, lengths)[rows, last])).squeeze(-1)
         for i, (fwd, bwd) in enumerate(zip(self.forward_layers, self.backward_layers)):
             if i > 0:
                 x = self.dropout(x)
-            out_fwd, _ = fwd(x)
-            out_bwd, _ = bwd(reverse_within_length(x, lengths))
+            out_fwd = run(fwd, x, lengths)
+            out_bwd = run(bwd, reverse_within_length(x, lengths), lengths)
             x = torch.cat([out_fwd, reverse_within_length(out_bwd, lengths)], dim=-1)
         # Forward half at the last real token, backward half at the first (its own last step).
-        state = torch.cat([x[rows, last, : x.shape[-1] // 2], x[:, 0, x.shape[-1] // 2 :]], dim=-1)
+        half = x.shape[-1] // 2
+        state = torch.cat([x[rows, last, :half], x[:, 0, half:]], dim=-1)
         return self.head(self.dropout(state)).squeeze(-1)
 
+    @staticmethod
+    def _run(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return rnn(x)[0]  # over the padding too: its outputs are never read
 
-def simple_rnn(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
-    return Recurrent(vocab_size, "rnn", False, embed_dim, hidden_size, num_layers, dropout)
-
-
-def gru(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
-    return Recurrent(vocab_size, "gru", False, embed_dim, hidden_size, num_layers, dropout)
-
-
-def lstm(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
-    return Recurrent(vocab_size, "lstm", False, embed_dim, hidden_size, num_layers, dropout)
+    @staticmethod
+    def _run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
 
 
-def bilstm(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0):
-    return Recurrent(vocab_size, "lstm", True, embed_dim, hidden_size, num_layers, dropout)
+def _recurrent(cell: str, bidirectional: bool = False):
+    def make(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0) -> Recurrent:
+        return Recurrent(vocab_size, cell, bidirectional, embed_dim, hidden_size, num_layers, dropout)
+
+    return make
 
 
-ARCHITECTURES = {
-    "averaging": Averaging,
-    "bag_concat": BagConcat,
-    "simple_rnn": simple_rnn,
-    "gru": gru,
-    "lstm": lstm,
-    "bilstm": bilstm,
-}
+RECURRENT = {"simple_rnn": _recurrent("rnn"), "gru": _recurrent("gru"), "lstm": _recurrent("lstm"),
+             "bilstm": _recurrent("lstm", bidirectional=True)}
+# Every architecture by name, in the order reports list them: a constructor taking vocab_size and its searchable
+# arguments.
+ARCHITECTURES = {"averaging": Averaging, "bag_concat": BagConcat, **RECURRENT}
 
 
 def build_network(architecture: str, vocab_size: int, **params) -> nn.Module:

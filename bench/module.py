@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import time
 
 import lightning as L
@@ -11,38 +10,8 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, Windows): the two functions below do nothing
-        return None
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from handing large freed buffers back to the OS, which it does after every training step.
-
-    glibc serves large allocations with fresh pages and unmaps them when freed, so each step page-faults its
-    activations in again. With oneDNN's LSTM buffers that was a quarter of the CPU time: a bare bilstm pass over
-    2,048 IMDB texts took ~4.0 s before, 2.3 s after (0.75M page faults per pass before, none after).
-    """
-    if libc := _glibc():
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: allocations below 1 GiB come from the heap and are reused
-        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory rather than return it to the OS
-
-
-def release_freed_memory() -> None:
-    """Hand the memory kept by keep_freed_memory back to the OS, between trials.
-
-    Each trial's buffers have other sizes, so without this the heap grows from trial to trial: peak RSS over IMDB
-    lstm, averaging and bag_concat studies (21 trials) was 4.3 GiB without, 2.9 GiB with, in the same time.
-    """
-    if libc := _glibc():
-        libc.malloc_trim(0)
-
-
-# Training batches per training_step call (the training loader's `group`). Lightning's own work between two
-# calls is ~0.65 ms here; 32 rather than 8 batches a call saved ~0.07 ms per step on bag_concat (~2 ms a step).
+# Training batches per training_step call (the training loader's `group`): Lightning's own work between two calls
+# is paid once per group rather than once per step (docs/performance.md).
 BATCHES_PER_CALL = 32
 
 
@@ -50,19 +19,20 @@ def _metrics(prefix: str) -> MetricCollection:
     return MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix=prefix)
 
 
-class TextClassifier(L.LightningModule):
+class ClassifierModule(L.LightningModule):
+    """Trains, validates and tests one network; keeps the weights of its best validation epoch."""
+
     def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float | None = None):
         super().__init__()
         self.network = network
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
-        # The step is written out in plain PyTorch in training_step. Lightning's automatic optimisation, and even
-        # its manual_backward / optimizer.step wrappers, run every callback's hooks at each step: ~0.08 ms a step
-        # with the sweep's callbacks (measured on bag_concat, whose steps take 2-4 ms here). The cost: no gradient
-        # scaling, so config.py allows only precisions that need none.
+        # The step is written out in plain PyTorch in training_step: Lightning's automatic optimisation, and even
+        # its manual_backward / optimizer.step wrappers, run every callback's hooks at each step. The cost: no
+        # gradient scaling, so config.py allows only precisions that need none.
         self.automatic_optimization = False
         self.loss_fn = nn.BCEWithLogitsLoss()
-        # Training metrics are computed once an epoch from what each step keeps: their updates cost ~0.14 ms per
-        # step. The loss is checked for NaN then too.
+        # Training metrics are computed once an epoch from what each step keeps, not updated at every step. The
+        # loss is checked for NaN then too.
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.train_acc = BinaryAccuracy()
         self._epoch_outputs: list[tuple[torch.Tensor, ...]] = []  # (loss, logits, labels, lengths) per step
@@ -153,5 +123,5 @@ class TextClassifier(L.LightningModule):
         self.test_metrics.reset()
 
     def configure_optimizers(self):
-        # fused: one kernel over all parameters; 2-3x faster steps over large embedding tables on CPU too.
+        # fused: one kernel over all parameters, much faster over large embedding tables on CPU too.
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)

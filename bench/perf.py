@@ -35,13 +35,12 @@ import numpy as np
 import optuna
 import torch
 from mlflow.tracking import MlflowClient
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench import data as bench_data
 from bench import sweep
 from bench.config import load_config
-from bench.models import ARCHITECTURES, Recurrent, build_network, reverse_within_length
-from bench.module import keep_freed_memory
+from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
+from bench.runtime import keep_freed_memory, quiet_libraries
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
 # The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
@@ -55,26 +54,10 @@ def subset(split: bench_data.Split, n: int) -> bench_data.Split:
     return bench_data.Split(split.ids[: split.offsets[n]], split.offsets[: n + 1], split.labels[:n])
 
 
-def packed_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The naive baseline's recurrent path: pack_padded_sequence, which skips padding step by step."""
-    if not isinstance(network, Recurrent):
-        return network(ids, lengths)
-
-    def run(rnn, x):
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
-
-    x = network.dropout(network.embedding(ids))
-    rows, last = torch.arange(len(ids)), lengths - 1
-    if not network.bidirectional:
-        return network.head(network.dropout(run(network.rnn, x)[rows, last])).squeeze(-1)
-    for i, (fwd, bwd) in enumerate(zip(network.forward_layers, network.backward_layers)):
-        if i > 0:
-            x = network.dropout(x)
-        backward = reverse_within_length(run(bwd, reverse_within_length(x, lengths)), lengths)
-        x = torch.cat([run(fwd, x), backward], dim=-1)
-    half = x.shape[-1] // 2
-    return network.head(network.dropout(torch.cat([x[rows, last, :half], x[:, 0, half:]], -1))).squeeze(-1)
+def naive_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The naive baseline's forward pass: recurrent layers over pack_padded_sequence, which skips padding step by
+    step; the other networks as they are."""
+    return network(ids, lengths, packed=True) if isinstance(network, Recurrent) else network(ids, lengths)
 
 
 def train_seconds(network, batches, forward, lr: float, grad_clip: float, epochs: int = 1) -> float:
@@ -93,81 +76,92 @@ def train_seconds(network, batches, forward, lr: float, grad_clip: float, epochs
     return time.perf_counter() - start
 
 
-def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path) -> dict:
-    """Throughput of harness, bare and naive training, latency and peak RSS of one architecture."""
-    cfg = load_config(DEFAULT_SWEEP)
-    cfg = cfg.model_copy(update={
-        "architectures": [arch], "datasets": ["imdb"], "search_space": DEFAULTS, "search_spaces": {},
-        "dataset_search_spaces": {}, "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
-    })
-    full = bench_data.load("imdb", cfg.data_for("imdb"), cfg.seed, cfg.data_dir, log=lambda message: None)
-    max_len = cfg.data_for("imdb").max_len
+class TrainingBench:
+    """One architecture at its default hyperparameters on IMDB, and the four things perf times for it."""
 
-    def fresh_network() -> torch.nn.Module:
-        torch.manual_seed(cfg.seed)
-        return build_network(arch, full.vocab_size)
+    def __init__(self, arch: str, pass_seconds: float, workdir: Path):
+        cfg = load_config(DEFAULT_SWEEP).model_copy(update={
+            "architectures": [arch], "datasets": ["imdb"], "search_space": DEFAULTS, "search_spaces": {},
+            "dataset_search_spaces": {}, "tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}",
+        })
+        self.arch, self.cfg = arch, cfg
+        self.full = bench_data.load("imdb", cfg.data_for("imdb"), cfg.seed, cfg.data_dir, log=lambda message: None)
+        self.train, self.epochs = self._size_passes(pass_seconds)
+        self.naive_train = subset(self.full.train, NAIVE_TEXTS)
+        # Every epoch trains to the end: no early stopping, and a single trial is never pruned.
+        study = cfg.study.model_copy(update={"max_epochs": self.epochs, "patience": self.epochs})
+        self.cfg = cfg = cfg.model_copy(update={"study": study})
+        data = bench_data.EncodedDataset("imdb", self.full.tokenizer, self.train, subset(self.full.val, 256),
+                                         subset(self.full.test, 2000), self.full.stats)
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        self.client = MlflowClient(cfg.tracking_uri)
+        experiment_id = sweep.experiment_id_of(self.client, cfg, cfg.tracking_uri)
+        parent = self.client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
+        self.ctx = sweep.StudyContext(cfg, "imdb", arch, data, self.client, experiment_id, parent, workdir / "models")
 
-    def bare(train: bench_data.Split, epochs: int = 1) -> float:
-        batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)
-        return train_seconds(fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
+    def _size_passes(self, pass_seconds: float) -> tuple[bench_data.Split, int]:
+        """A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
+        batch) are small, short enough that this host's speed seldom jumps within a pair of passes. Sized by a probe
+        pass, which also warms up: the first training texts, or all of them for as many epochs as it takes."""
+        probe = self.bare(subset(self.full.train, PROBE_TEXTS))
+        wanted = PROBE_TEXTS * pass_seconds / probe
+        n_texts = min(len(self.full.train), max(PROBE_TEXTS, round(wanted)))
+        return subset(self.full.train, n_texts), max(1, round(wanted / n_texts))
+
+    def fresh_network(self) -> torch.nn.Module:
+        torch.manual_seed(self.cfg.seed)
+        return build_network(self.arch, self.full.vocab_size)
+
+    def bare(self, train: bench_data.Split, epochs: int = 1) -> float:
+        batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=self.cfg.seed)
+        return train_seconds(self.fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
                              DEFAULTS["grad_clip"], epochs)
 
-    # A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
-    # batch) are small, short enough that this host's speed seldom jumps within a pair of passes. Sized by a
-    # probe pass, which also warms up: the first training texts, or all of them for as many epochs as it takes.
-    probe = bare(subset(full.train, PROBE_TEXTS))
-    wanted = PROBE_TEXTS * pass_seconds / probe
-    n_texts = min(len(full.train), max(PROBE_TEXTS, round(wanted)))
-    epochs = max(1, round(wanted / n_texts))
-    train = subset(full.train, n_texts)
-    # Every epoch trains to the end: no early stopping, and a single trial is never pruned.
-    cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={"max_epochs": epochs, "patience": epochs})})
-    data = bench_data.EncodedDataset("imdb", full.tokenizer, train, subset(full.val, 256),
-                                     subset(full.test, 2000), full.stats)
-
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    client = MlflowClient(cfg.tracking_uri)
-    experiment_id = sweep.experiment(client, cfg, cfg.tracking_uri)
-    parent = client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
-    ctx = sweep.StudyContext(cfg, "imdb", arch, data, client, experiment_id, parent, workdir / "models")
-
-    def harness() -> float:
-        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(cfg, "imdb"))
-        study.optimize(lambda trial: sweep.objective(trial, ctx), n_trials=1)
+    def harness(self) -> float:
+        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(self.cfg, "imdb"))
+        study.optimize(lambda trial: sweep.objective(trial, self.ctx), n_trials=1)
         run_id = study.trials[0].user_attrs["mlflow_run_id"]
-        return sum(m.value for m in client.get_metric_history(run_id, "train/epoch_time_s"))
+        return sum(m.value for m in self.client.get_metric_history(run_id, "train/epoch_time_s"))
 
-    naive_train = subset(full.train, NAIVE_TEXTS)
-
-    def naive() -> float:
-        order = np.random.default_rng(cfg.seed).permutation(len(naive_train))
+    def naive(self) -> float:
+        order = np.random.default_rng(self.cfg.seed).permutation(len(self.naive_train))
         rows = np.array_split(order, range(DEFAULTS["batch_size"], len(order), DEFAULTS["batch_size"]))
-        padded = bench_data.Batches(naive_train, pad_to=max_len)
-        return train_seconds(fresh_network(), (padded[r] for r in rows), packed_forward, DEFAULTS["lr"],
+        padded = bench_data.Batches(self.naive_train, pad_to=self.cfg.data_for("imdb").max_len)
+        return train_seconds(self.fresh_network(), (padded[r] for r in rows), naive_forward, DEFAULTS["lr"],
                              DEFAULTS["grad_clip"])
 
-    def latency() -> float:
-        test_loader = bench_data.loader(data.test, 512, shuffle=False)
-        return sweep.inference_ms_per_1k(fresh_network(), test_loader, len(data.test))
+    def latency(self) -> float:
+        test = self.ctx.data.test
+        return sweep.inference_ms_per_1k(self.fresh_network(), bench_data.loader(test, 512, shuffle=False), len(test))
 
+    def repetition(self, rep: int) -> dict[str, float]:
+        """Seconds of each measurement; harness and bare back to back, in alternating order, so that neither of
+        the pair always runs first."""
+        pair = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
+        if rep % 2 == 0:
+            pair.reverse()
+        return {name: run() for name, run in pair + [("naive", self.naive), ("latency", self.latency)]}
+
+
+def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path) -> dict:
+    """Throughput of harness, bare and naive training, latency and peak RSS of one architecture."""
+    bench = TrainingBench(arch, pass_seconds, workdir)
     seconds = {"harness": [], "bare": [], "naive": [], "latency": []}
     for rep in range(repeats + 1):
-        runs = [("harness", harness), ("bare", lambda: bare(train, epochs))]
-        if rep % 2 == 0:
-            runs.reverse()  # alternating order: neither of the pair always runs first
-        values = {name: run() for name, run in runs + [("naive", naive), ("latency", latency)]}
+        values = bench.repetition(rep)
         if rep > 0:  # the first repetition warms up and is not counted
             for name, value in values.items():
                 seconds[name].append(value)
-        print(f"  {arch} ({n_texts:,} texts x {epochs} epochs) repetition {rep}/{repeats}"
+        print(f"  {arch} ({len(bench.train):,} texts x {bench.epochs} epochs) repetition {rep}/{repeats}"
               f"{' (warm-up)' if rep == 0 else ''}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
               file=sys.stderr, flush=True)
+    train, epochs = bench.train, bench.epochs
+    steps = len(bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=bench.cfg.seed)) * epochs
     return {
         "arch": arch, "texts": len(train), "epochs": epochs, "tokens": int(train.lengths.sum()) * epochs,
-        "steps": len(bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=cfg.seed)) * epochs,
-        "naive_tokens": int(naive_train.lengths.sum()), "seconds": seconds,
+        "steps": steps, "naive_tokens": int(bench.naive_train.lengths.sum()), "seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "params": sum(p.numel() for p in fresh_network().parameters()),
+        "params": sum(p.numel() for p in bench.fresh_network().parameters()),
     }
 
 
@@ -230,7 +224,7 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
     return lines, ratios
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15,
@@ -245,22 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/perf/README.md", help="where the markdown report goes")
     parser.add_argument("--child-train", help=argparse.SUPPRESS)
     parser.add_argument("--child-load", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    keep_freed_memory()  # as the sweep does
+    return parser.parse_args(argv)
 
-    if args.child_train:
-        with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(measure_training(args.child_train, args.pass_seconds, args.repeats, Path(tmp))))
-        return 0
-    if args.child_load:
-        print(json.dumps(measure_load(args.child_load)))
-        return 0
 
-    started = time.perf_counter()
+def measure_loads(datasets: list[str], repeats: int) -> dict[str, tuple[dict, list[float], list[float]]]:
+    """{dataset: (rows per split, cold seconds, warm seconds)}, each load in a fresh process."""
     loads = {}
-    for dataset in args.datasets:
+    for dataset in datasets:
         cold, warm, rows = [], [], None
-        for rep in range(args.load_repeats + 1):
+        for rep in range(repeats + 1):
             with tempfile.TemporaryDirectory() as home:  # an empty runtime folder: nothing cached
                 first = child(["--child-load", dataset], {"BENCH_HOME": home})
                 second = child(["--child-load", dataset], {"BENCH_HOME": home})
@@ -268,22 +255,35 @@ def main(argv: list[str] | None = None) -> int:
             if rep > 0:
                 cold.append(first["seconds"])
                 warm.append(second["seconds"])
-            print(f"  {dataset} repetition {rep}/{args.load_repeats}: cold {first['seconds']:.1f} s, "
+            print(f"  {dataset} repetition {rep}/{repeats}: cold {first['seconds']:.1f} s, "
                   f"warm {second['seconds']:.2f} s", file=sys.stderr, flush=True)
         loads[dataset] = (rows, cold, warm)
-    measure_load("imdb")  # fills the runtime folder's cache that the training processes read; not timed
-    results = [child(["--child-train", arch, "--pass-seconds", str(args.pass_seconds),
-                      "--repeats", str(args.repeats)])
-               for arch in args.architectures]
+    return loads
 
+
+def target_checks(ratios: dict, loads: dict) -> list[str]:
+    recurrent = [a for a in ratios if a in RECURRENT]
+    checks = [(f"harness overhead: harness / bare >= 0.95 for every architecture "
+               f"(lowest {min(o for o, _ in ratios.values()):.3f})", all(o >= 0.95 for o, _ in ratios.values()))]
+    if recurrent:
+        checks.append((f"recurrent architectures >= 2x the naive baseline "
+                       f"(lowest {min(ratios[a][1] for a in recurrent):.2f}x)",
+                       all(ratios[a][1] >= 2 for a in recurrent)))
+    if "sentiment140" in loads:
+        _, cold, warm = loads["sentiment140"]
+        checks.append((f"Sentiment140, all tweets: cold <= 60 s ({statistics.median(cold):.1f} s), "
+                       f"warm <= 5 s ({statistics.median(warm):.2f} s)",
+                       statistics.median(cold) <= 60 and statistics.median(warm) <= 5))
+    return [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
+
+
+def render_report(args: argparse.Namespace, command: str, minutes: float, results: list[dict], loads: dict) -> str:
     table, ratios = training_table(results)
-    command = " ".join(["python -m bench.perf", *(sys.argv[1:] if argv is None else argv)])
     lines = [
         "# Speed benchmark",
         "",
-        f"_Generated by `nox -s perf` (`{command}`)"
-        f" on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {(time.perf_counter() - started) / 60:.1f} "
-        "min._",
+        f"_Generated by `nox -s perf` (`{command}`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
+        f"{minutes:.1f} min._",
         "",
         f"- Machine: {machine()}",
         f"- Figures: median of {args.repeats} repetitions for training, {args.load_repeats} for data loading "
@@ -318,21 +318,31 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Targets (this project's 2-core CPU machine)",
         "",
+        *target_checks(ratios, loads),
     ]
-    recurrent = [a for a in ratios if a in ("simple_rnn", "gru", "lstm", "bilstm")]
-    checks = [(f"harness overhead: harness / bare >= 0.95 for every architecture "
-               f"(lowest {min(o for o, _ in ratios.values()):.3f})", all(o >= 0.95 for o, _ in ratios.values()))]
-    if recurrent:
-        checks.append((f"recurrent architectures >= 2x the naive baseline "
-                       f"(lowest {min(ratios[a][1] for a in recurrent):.2f}x)",
-                       all(ratios[a][1] >= 2 for a in recurrent)))
-    if "sentiment140" in loads:
-        _, cold, warm = loads["sentiment140"]
-        checks.append((f"Sentiment140, all tweets: cold <= 60 s ({statistics.median(cold):.1f} s), "
-                       f"warm <= 5 s ({statistics.median(warm):.2f} s)",
-                       statistics.median(cold) <= 60 and statistics.median(warm) <= 5))
-    lines += [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    keep_freed_memory()  # as the sweep does
+    quiet_libraries()
+    if args.child_train:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(measure_training(args.child_train, args.pass_seconds, args.repeats, Path(tmp))))
+        return 0
+    if args.child_load:
+        print(json.dumps(measure_load(args.child_load)))
+        return 0
+
+    started = time.perf_counter()
+    loads = measure_loads(args.datasets, args.load_repeats)
+    measure_load("imdb")  # fills the runtime folder's cache that the training processes read; not timed
+    results = [child(["--child-train", arch, "--pass-seconds", str(args.pass_seconds),
+                      "--repeats", str(args.repeats)])
+               for arch in args.architectures]
+    command = " ".join(["python -m bench.perf", *(sys.argv[1:] if argv is None else argv)])
+    text = render_report(args, command, (time.perf_counter() - started) / 60, results, loads)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ The same store gives the same markdown (apart from the generated-at line) and th
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from bench.models import ARCHITECTURES
+from bench.runtime import UserError
+
 GENERATED_PREFIX = "_Generated at "  # the one line that differs between two reports of the same store
 LIBRARIES = ["python", "torch", "lightning", "optuna", "optuna_integration", "mlflow"]
 DATASET_TITLES = {"imdb": "IMDB", "sentiment140": "Sentiment140"}
@@ -28,7 +32,7 @@ SEED_FIGURES = {
 }
 
 
-class ReportError(RuntimeError):
+class ReportError(UserError, RuntimeError):
     pass
 
 
@@ -111,16 +115,13 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def _median_or_none(values) -> float | None:
+    values = list(values)
+    return statistics.median(values) if values else None
+
+
 def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
-
-
-def _median(values: list[float]) -> float | None:
-    values = sorted(values)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 @dataclass
@@ -142,8 +143,8 @@ def leaderboard_rows(client: MlflowClient, studies: list[Study]) -> list[Row]:
         best = s.best
         epoch_seconds = tokens = None
         if best is not None:
-            epoch_seconds = _median(list(_history(client, best.run_id, "train/epoch_time_s").values()))
-            tokens = _median(list(_history(client, best.run_id, "train/tokens_per_s").values()))
+            epoch_seconds = _median_or_none(_history(client, best.run_id, "train/epoch_time_s").values())
+            tokens = _median_or_none(_history(client, best.run_id, "train/tokens_per_s").values())
         rows.append(Row(
             study=s,
             val_acc=s.metrics.get("val/acc_best"),
@@ -199,12 +200,11 @@ def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
     return lines
 
 
-ARCH_ORDER = ["averaging", "bag_concat", "simple_rnn", "gru", "lstm", "bilstm"]
-
-
 def _colors(archs: list[str]) -> dict[str, str]:
+    """One colour per architecture, the same in every figure: the registry's order picks it."""
     palette = plt.get_cmap("tab10").colors
-    ordered = sorted(set(archs), key=lambda a: (ARCH_ORDER.index(a) if a in ARCH_ORDER else 99, a))
+    order = list(ARCHITECTURES)
+    ordered = sorted(set(archs), key=lambda a: (order.index(a) if a in order else 99, a))
     return {a: matplotlib.colors.to_hex(palette[i % 10]) for i, a in enumerate(ordered)}
 
 
@@ -223,10 +223,24 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return frontier
 
 
+def _figure_per_dataset(datasets: list[str]):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    return fig, zip(axes[0], datasets)
+
+
+def _finish_axes(ax, title: str, xlabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)  # placed where it hides the fewest points
+
+
 def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Path) -> None:
     colors = _colors([s.arch for s in studies])
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, panels = _figure_per_dataset(datasets)
+    for ax, dataset in panels:
         points = []
         for s in (s for s in studies if s.dataset == dataset):
             trials = [t for t in s.trials if t.val_acc is not None and t.train_seconds is not None]
@@ -242,31 +256,22 @@ def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Pat
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("training time of the trial (s, log scale)")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(DATASET_TITLES.get(dataset, dataset))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)  # placed where it hides the fewest points
+        _finish_axes(ax, DATASET_TITLES.get(dataset, dataset), "training time of the trial (s, log scale)")
     _save(fig, path)
 
 
 def learning_curves_figure(client: MlflowClient, studies: list[Study], datasets: list[str], path: Path) -> None:
     colors = _colors([s.arch for s in studies])
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, panels = _figure_per_dataset(datasets)
+    for ax, dataset in panels:
         for s in (s for s in studies if s.dataset == dataset and s.best is not None):
             acc = _history(client, s.best.run_id, "val/acc")
             seconds = _history(client, s.best.run_id, "time/elapsed_s")
             steps = sorted(set(acc) & set(seconds))
             ax.plot([seconds[k] for k in steps], [100 * acc[k] for k in steps], marker="o", markersize=3,
                     color=colors[s.arch], label=s.arch)
-        ax.set_xlabel("wall-clock seconds since the trial started")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: best trial of each architecture")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)  # placed where it hides the fewest points
+        _finish_axes(ax, f"{DATASET_TITLES.get(dataset, dataset)}: best trial of each architecture",
+                     "wall-clock seconds since the trial started")
     _save(fig, path)
 
 
@@ -356,41 +361,49 @@ def _problems(studies: list[Study]) -> list[str]:
 
 def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"), now: dt.datetime | None = None,
                  log=print) -> Path:
+    """Collect the sweep's runs, render the markdown, draw the figures, write them and the index."""
     client = MlflowClient(tracking_uri)
     studies, experiment_id = collect(client, sweep)
-    folder = out_dir / sweep
-    folder.mkdir(parents=True, exist_ok=True)
     datasets = sorted({s.dataset for s in studies}, key=lambda d: (list(DATASET_TITLES).index(d)
                                                                      if d in DATASET_TITLES else 99, d))
-    tags = studies[0].tags if studies else {}
     rows_by_dataset = {d: leaderboard_rows(client, [s for s in studies if s.dataset == d]) for d in datasets}
-    started = [t.run_seconds for s in studies for t in s.trials]
+    generated = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    markdown = render_markdown(sweep, studies, rows_by_dataset, experiment_id,
+                               f"{GENERATED_PREFIX}{generated} from the MLflow store `{tracking_uri}` by "
+                               f"`nox -s report -- {sweep}`._")
+    folder = out_dir / sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    accuracy_vs_time_figure(studies, datasets, folder / "accuracy_vs_time.png")
+    learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
+    (folder / "README.md").write_text(markdown)
+    write_index(out_dir)
+    log(f"report written to {folder / 'README.md'}")
+    return folder / "README.md"
 
-    lines = [f"# Sweep `{sweep}`: accuracy versus time", ""]
-    lines.append(f"{GENERATED_PREFIX}{(now or dt.datetime.now(dt.timezone.utc)).strftime('%Y-%m-%d %H:%M UTC')} "
-                 f"from the MLflow store `{tracking_uri}` by `nox -s report -- {sweep}`._")
-    lines += [
-        "",
+
+def _header(studies: list[Study]) -> list[str]:
+    tags = studies[0].tags if studies else {}
+    trial_seconds = [t.run_seconds for s in studies for t in s.trials]
+    return [
         f"- Config: `{tags.get('config', '?')}` (sha256 of the validated config `{tags.get('config_sha256', '?')}`); "
         f"git commit `{tags.get('git_commit', '?')[:12]}`",
         f"- Machine: {tags.get('cpu', '?')}, {tags.get('cores', '?')} cores, GPU: {tags.get('gpu', '?')}; "
         f"device used: {tags.get('device', '?')}",
         "- Libraries: " + ", ".join(f"{lib} {tags.get(lib, '?')}" for lib in LIBRARIES),
-        f"- Studies: {len(studies)}; trials: {len(started)}; time in trials: {_num(sum(started) / 60)} min",
-        "",
-        "## Data",
-        "",
-        *_data_table(studies, datasets),
-        "",
-        "## Accuracy versus training time",
-        "",
-        "Every trial is a point (validation accuracy of its best epoch against the wall-clock time of its "
-        "training); the black line is the Pareto frontier: no trial is both faster and more accurate.",
-        "",
-        "![accuracy versus training time](accuracy_vs_time.png)",
-        "",
+        f"- Studies: {len(studies)}; trials: {len(trial_seconds)}; time in trials: {_num(sum(trial_seconds) / 60)} min",
     ]
-    accuracy_vs_time_figure(studies, datasets, folder / "accuracy_vs_time.png")
+
+
+def render_markdown(sweep: str, studies: list[Study], rows_by_dataset: dict[str, list[Row]], experiment_id: str,
+                    generated_line: str) -> str:
+    """The report's README.md, from what collect() and leaderboard_rows() read."""
+    datasets = list(rows_by_dataset)
+    lines = [f"# Sweep `{sweep}`: accuracy versus time", "", generated_line, "", *_header(studies), "",
+             "## Data", "", *_data_table(studies, datasets), "",
+             "## Accuracy versus training time", "",
+             "Every trial is a point (validation accuracy of its best epoch against the wall-clock time of its "
+             "training); the black line is the Pareto frontier: no trial is both faster and more accurate.", "",
+             "![accuracy versus training time](accuracy_vs_time.png)", ""]
     for dataset in datasets:
         lines += [f"## Leaderboard: {DATASET_TITLES.get(dataset, dataset)}", "",
                   *leaderboard(rows_by_dataset[dataset], experiment_id), ""]
@@ -398,28 +411,14 @@ def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"),
         "Columns: validation accuracy of the study's best trial; test metrics of that trial, evaluated once; "
         "its parameter count, training time, median seconds per epoch and training tokens per second; "
         "inference time per 1,000 test texts; the study's total trial time.",
-        "",
-        "## Learning curves",
-        "",
-        "![learning curves](learning_curves.png)",
-        "",
-        "## Findings",
-        "",
-        *findings(rows_by_dataset),
-        "",
-        "## Best hyperparameters and their importance",
-        "",
-        *_architecture_details(studies),
-        "",
+        "", "## Learning curves", "", "![learning curves](learning_curves.png)", "",
+        "## Findings", "", *findings(rows_by_dataset), "",
+        "## Best hyperparameters and their importance", "", *_architecture_details(studies), "",
     ]
-    learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
     problems = _problems(studies)
     if problems:
         lines += ["## Missing or failed", "", *problems, ""]
-    (folder / "README.md").write_text("\n".join(lines))
-    write_index(out_dir)
-    log(f"report written to {folder / 'README.md'}")
-    return folder / "README.md"
+    return "\n".join(lines)
 
 
 def write_index(out_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -51,18 +50,35 @@ def predict_proba(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[st
     return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
 
 
-class TextClassifierModel(mlflow.pyfunc.PythonModel):
-    """MLflow model: raw texts (a `text` column) in, label and probability out."""
+def texts_of(model_input) -> list[str]:
+    """The texts of a DataFrame's `text` column (or its only column), a Series or a list; a missing text is an
+    error naming its row."""
+    if isinstance(model_input, pd.DataFrame):
+        if "text" not in model_input.columns and len(model_input.columns) != 1:
+            raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
+        model_input = model_input["text" if "text" in model_input.columns else model_input.columns[0]]
+    elif isinstance(model_input, str):
+        model_input = [model_input]
+    series = pd.Series(model_input, dtype=object)
+    missing = series.index[series.isna()].tolist()
+    if missing:
+        raise ValueError(f"row(s) {missing[:10]}: text is missing (null); every row needs a text")
+    not_text = series.index[~series.map(lambda t: isinstance(t, str))].tolist()
+    if not_text:
+        raise ValueError(f"row(s) {not_text[:10]}: expected a string, got {type(series[not_text[0]]).__name__}")
+    return series.tolist()
+
+
+class RawTextModel(mlflow.pyfunc.PythonModel):
+    """MLflow model: raw texts (a list, a Series, or a DataFrame with a `text` column) in, label and probability
+    out."""
 
     def load_context(self, context):
         self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
 
     # The type hint also tells MLflow not to infer a schema from it (it warns on a predict without hints).
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        if "text" not in model_input.columns:
-            raise ValueError(f"expected a 'text' column; got columns {list(model_input.columns)}")
-        texts = model_input["text"].astype(str).tolist()
-        probability = predict_proba(self.network, self.tokenizer, texts)
+        probability = predict_proba(self.network, self.tokenizer, texts_of(model_input))
         return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
 
 
@@ -70,11 +86,9 @@ def log_mlflow_model(checkpoint: Path) -> None:
     """Log the checkpoint as an MLflow pyfunc model named `model` in the active run."""
     import tokenizers
 
-    # MLflow warns that a pickled model runs code when loaded: true of any pyfunc, and this one is our own.
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     mlflow.pyfunc.log_model(
         name="model",
-        python_model=TextClassifierModel(),
+        python_model=RawTextModel(),
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(Path(__file__).parent)],
         # Stated, not inferred: inference loads the model in a subprocess, which is slow.

@@ -7,15 +7,14 @@ as an MLflow model that predicts from raw text.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import logging
 import os
 import platform
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,22 +32,12 @@ from optuna_integration import PyTorchLightningPruningCallback
 from bench import data as bench_data
 from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig
 from bench.models import build_network
-from bench.module import BATCHES_PER_CALL, TextClassifier, release_freed_memory
-from bench.paths import runtime_dir
+from bench.module import BATCHES_PER_CALL, ClassifierModule
+from bench.runtime import release_freed_memory, runtime_dir
 from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
-
-# Lightning's, Optuna's and MLflow's per-trial chatter would drown the progress lines.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", ".*does not have many workers.*")  # batches are built in-process, cheaply
-warnings.filterwarnings("ignore", ".*Experimental.*")  # optuna-integration's callback is marked experimental
-warnings.filterwarnings("ignore", ".*log_every_n_steps.*")  # only epoch-level metrics are logged
-warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs. torch 2.13 deprecation, harmless
-
 
 def log(message: str) -> None:
     print(message, flush=True)
@@ -185,7 +174,7 @@ def make_trainer(cfg: SweepConfig, callbacks, logger=False, max_epochs: int | No
         max_epochs=max_epochs,
         callbacks=callbacks,
         logger=logger,
-        enable_checkpointing=False,  # the best epoch's weights are kept in memory by TextClassifier
+        enable_checkpointing=False,  # the best epoch's weights are kept in memory by ClassifierModule
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
         num_sanity_val_steps=0,
@@ -204,44 +193,44 @@ class StudyContext:
     parent_run_id: str
     models_dir: Path
 
+    @property
+    def prefix(self) -> str:
+        """What every progress line of the study starts with."""
+        return f"[{self.dataset}/{self.arch}]"
+
 
 def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
-    cfg, prefix = ctx.cfg, f"[{ctx.dataset}/{ctx.arch}] trial {trial.number}"
+    """Suggest, open the trial's run, fit with the pruning callback, keep the model if it is the best so far."""
     params = suggest(trial, ctx.cfg.space_for(ctx.arch, ctx.dataset))
+    with trial_run(trial, ctx, params) as run_id:
+        module = fit_trial(trial, ctx, params, run_id)
+    value = float(module.val_acc_best.compute())
+    if _beats_best(trial.study, value):
+        keep_checkpoint(trial, ctx, module, params)
+    return value
+
+
+def split_params(params: dict) -> tuple[dict, dict]:
+    """A trial's parameters as (training loop's, with defaults filled in; network's)."""
     training = {**TRAINING_DEFAULTS, **{k: v for k, v in params.items() if k in TRAINING_PARAMS}}
-    network_params = {k: v for k, v in params.items() if k not in TRAINING_PARAMS}
+    return training, {k: v for k, v in params.items() if k not in TRAINING_PARAMS}
 
-    L.seed_everything(cfg.seed + trial.number, verbose=False)
-    network = build_network(ctx.arch, ctx.data.vocab_size, **network_params)
-    module = TextClassifier(network, lr=training["lr"], weight_decay=training["weight_decay"],
-                            grad_clip=training["grad_clip"])
 
+@contextlib.contextmanager
+def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
+    """The trial's MLflow child run, closed with the trial's final state (complete, pruned or failed) and error."""
     run = ctx.client.create_run(
         ctx.experiment_id,
         run_name=f"{ctx.dataset}-{ctx.arch}-trial-{trial.number}",
-        tags={**run_tags(cfg, ctx.dataset, ctx.arch), MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
+        tags={**run_tags(ctx.cfg, ctx.dataset, ctx.arch), MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
               "trial": str(trial.number)},
     )
     run_id = run.info.run_id
     trial.set_user_attr("mlflow_run_id", run_id)
-    n_params = sum(p.numel() for p in network.parameters())
-    for name, value in {**params, "n_params": n_params}.items():
-        ctx.client.log_param(run_id, name, value)
-
-    logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
-    pruning = PyTorchLightningPruningCallback(trial, monitor="val/acc")
-    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), pruning]
-    if not sys.stderr.isatty():
-        callbacks.append(EpochLines(prefix))
-    trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset))
-    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=cfg.seed + trial.number,
-                                     group=BATCHES_PER_CALL)
-    val_loader = bench_data.loader(ctx.data.val, 512, shuffle=False)
-
+    ctx.client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
     state = "failed"
     try:
-        trainer.fit(module, train_loader, val_loader)
-        pruning.check_pruned()
+        yield run_id
         state = "complete"
     except optuna.TrialPruned:
         state = "pruned"
@@ -256,13 +245,35 @@ def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
         ctx.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
         release_freed_memory()
 
-    value = float(module.val_acc_best.compute())
-    if _beats_best(trial.study, value):
-        module.restore_best()
-        path = ctx.models_dir / f"trial-{trial.number}.pt"
-        save_checkpoint(path, ctx.arch, network_params, module.network, ctx.data.tokenizer)
-        trial.set_user_attr("checkpoint", str(path))
-    return value
+
+def fit_trial(trial: optuna.Trial, ctx: StudyContext, params: dict, run_id: str) -> ClassifierModule:
+    """Build the network and train it, reporting each epoch's val/acc to Optuna; raises TrialPruned if pruned."""
+    cfg = ctx.cfg
+    training, network_params = split_params(params)
+    L.seed_everything(cfg.seed + trial.number, verbose=False)
+    network = build_network(ctx.arch, ctx.data.vocab_size, **network_params)
+    ctx.client.log_param(run_id, "n_params", sum(p.numel() for p in network.parameters()))
+    module = ClassifierModule(network, lr=training["lr"], weight_decay=training["weight_decay"],
+                              grad_clip=training["grad_clip"])
+    logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
+    pruning = PyTorchLightningPruningCallback(trial, monitor="val/acc")
+    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), pruning]
+    if not sys.stderr.isatty():
+        callbacks.append(EpochLines(f"{ctx.prefix} trial {trial.number}"))
+    trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset))
+    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True,
+                                     seed=cfg.seed + trial.number, group=BATCHES_PER_CALL)
+    trainer.fit(module, train_loader, bench_data.loader(ctx.data.val, 512, shuffle=False))
+    pruning.check_pruned()
+    return module
+
+
+def keep_checkpoint(trial: optuna.Trial, ctx: StudyContext, module: ClassifierModule, params: dict) -> None:
+    """Save the trial's best-epoch weights, the study's best so far, for the test evaluation."""
+    module.restore_best()
+    path = ctx.models_dir / f"trial-{trial.number}.pt"
+    save_checkpoint(path, ctx.arch, split_params(params)[1], module.network, ctx.data.tokenizer)
+    trial.set_user_attr("checkpoint", str(path))
 
 
 def _beats_best(study: optuna.Study, value: float) -> bool:
@@ -302,17 +313,17 @@ def run_study(ctx: StudyContext, study: optuna.Study) -> None:
             left.append(f"{budget.n_trials - done} trials")
         if time_left is not None:
             left.append(_fmt_seconds(max(0.0, time_left - spent)))
-        log(f"[{ctx.dataset}/{ctx.arch}] trial {done}/{budget.n_trials or '?'} {trial.state.name}{value}{error}; "
+        log(f"{ctx.prefix} trial {done}/{budget.n_trials or '?'} {trial.state.name}{value}{error}; "
             f"{best}; this run {_fmt_seconds(spent)}, budget left: {', '.join(left)}")
 
     if (trials_left is None or trials_left > 0) and (time_left is None or time_left > 0):
-        log(f"[{ctx.dataset}/{ctx.arch}] study {name}: {len(finished)} trials already finished; running "
+        log(f"{ctx.prefix} study {name}: {len(finished)} trials already finished; running "
             f"{'up to ' + str(trials_left) + ' trials' if trials_left is not None else 'trials'}"
             f"{' within ' + _fmt_seconds(time_left) if time_left is not None else ''}")
         study.optimize(lambda trial: objective(trial, ctx), n_trials=trials_left, timeout=time_left,
                        catch=(Exception,), callbacks=[progress])
     else:
-        log(f"[{ctx.dataset}/{ctx.arch}] study {name}: budget already spent ({len(finished)} trials finished)")
+        log(f"{ctx.prefix} study {name}: budget already spent ({len(finished)} trials finished)")
 
 
 def _has_complete(study: optuna.Study) -> bool:
@@ -322,14 +333,14 @@ def _has_complete(study: optuna.Study) -> bool:
 def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     """Test metrics of the study's best trial, evaluated once and logged with its model to the study's run."""
     if not _has_complete(study):
-        log(f"[{ctx.dataset}/{ctx.arch}] no completed trial: nothing to test")
+        log(f"{ctx.prefix} no completed trial: nothing to test")
         return None
     best = study.best_trial
     if study.user_attrs.get("test_trial") == best.number:
         return study.user_attrs["test_metrics"]
     checkpoint = Path(best.user_attrs["checkpoint"])
     network, _, _ = load_checkpoint(checkpoint)
-    module = TextClassifier(network)
+    module = ClassifierModule(network)
     trainer = make_trainer(ctx.cfg, callbacks=[])
     test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
     metrics = {k: float(v) for k, v in trainer.test(module, test_loader, verbose=False)[0].items()}
@@ -351,7 +362,7 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     for path in ctx.models_dir.glob("trial-*.pt"):
         if path != checkpoint:
             path.unlink()
-    log(f"[{ctx.dataset}/{ctx.arch}] best trial {best.number}: val/acc {best.value:.4f}, "
+    log(f"{ctx.prefix} best trial {best.number}: val/acc {best.value:.4f}, "
         f"test/acc {metrics['test/acc']:.4f} on {len(ctx.data.test)} test texts")
     return metrics
 
@@ -377,7 +388,7 @@ def log_importances(client: MlflowClient, run_id: str, study: optuna.Study) -> N
         client.log_metric(run_id, f"importance/{name}", float(value))
 
 
-def parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, tags: dict) -> str:
+def parent_run_id_of(client: MlflowClient, experiment_id: str, study: optuna.Study, tags: dict) -> str:
     """The study's MLflow run, created on the first run of the study and found again on a resume."""
     run_id = study.user_attrs.get("mlflow_run_id")
     if run_id is None:
@@ -388,6 +399,16 @@ def parent_run(client: MlflowClient, experiment_id: str, study: optuna.Study, ta
     return run_id
 
 
+def close_study_run(ctx: StudyContext, study: optuna.Study) -> None:
+    """Trial counts, trial time and hyperparameter importances on the study's run, which is then finished."""
+    for state in FINISHED:
+        ctx.client.set_tag(ctx.parent_run_id, f"trials_{state.name.lower()}",
+                           str(sum(t.state == state for t in study.trials)))
+    ctx.client.set_tag(ctx.parent_run_id, "trial_seconds", f"{trial_seconds(study.trials):.1f}")
+    log_importances(ctx.client, ctx.parent_run_id, study)
+    ctx.client.set_terminated(ctx.parent_run_id, "FINISHED")
+
+
 def log_data_stats(client: MlflowClient, run_id: str, stats: dict) -> None:
     params = {f"data/rows_{k}": v for k, v in stats["rows"].items()}
     params.update({f"data/train_tokens_{k}": v for k, v in stats["train_tokens"].items()})
@@ -396,7 +417,7 @@ def log_data_stats(client: MlflowClient, run_id: str, stats: dict) -> None:
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing])
 
 
-def experiment(client: MlflowClient, cfg: SweepConfig, uri: str) -> str:
+def experiment_id_of(client: MlflowClient, cfg: SweepConfig, uri: str) -> str:
     found = client.get_experiment_by_name(cfg.name)
     if found is not None:
         return found.experiment_id
@@ -411,7 +432,7 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    experiment_id = experiment(client, cfg, uri)
+    experiment_id = experiment_id_of(client, cfg, uri)
     # The heartbeat lets a later run mark trials of a killed process as failed instead of running forever.
     storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=30, grace_period=90)
     log(f"sweep {cfg.name} ({config_path}): {len(cfg.datasets)} datasets x {len(cfg.architectures)} architectures "
@@ -430,16 +451,11 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
                                         pruner=make_pruner(cfg, dataset), load_if_exists=True)
             tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
             ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id,
-                               parent_run(client, experiment_id, study, tags),
+                               parent_run_id_of(client, experiment_id, study, tags),
                                runtime_dir() / "models" / cfg.name / dataset / arch)
             log_data_stats(client, ctx.parent_run_id, data.stats)
             run_study(ctx, study)
             results[(dataset, arch)] = evaluate_best(ctx, study)
-            counts = {s.name.lower(): sum(t.state == s for t in study.trials) for s in FINISHED}
-            for name, value in counts.items():
-                client.set_tag(ctx.parent_run_id, f"trials_{name}", str(value))
-            client.set_tag(ctx.parent_run_id, "trial_seconds", f"{trial_seconds(study.trials):.1f}")
-            log_importances(client, ctx.parent_run_id, study)
-            client.set_terminated(ctx.parent_run_id, "FINISHED")
+            close_study_run(ctx, study)
     log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - sweep_start)}")
     return results

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from bench.config import ConfigError, FloatParam, load_config
+from bench.config import ConfigError, FloatParam, load_config, reference_markdown
 
 BASE = """
 name: t
@@ -90,3 +92,8 @@ def test_max_epochs_per_dataset(tmp_path):
     assert "unknown dataset(s) ['tweets'], no value for dataset(s) ['sentiment140']" in message
     message = error_of(write(tmp_path, both), ["study.max_epochs={imdb: 2, sentiment140: 0}"])
     assert "study.max_epochs" in message and "greater than 0" in message
+
+
+def test_config_reference_is_generated_from_the_models():
+    # Regenerate with `nox -s docs` (python -m bench.config > docs/config.md).
+    assert (Path(__file__).parents[1] / "docs" / "config.md").read_text() == reference_markdown()

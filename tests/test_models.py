@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.models import ARCHITECTURES, build_network, reverse_within_length
+from bench.models import ARCHITECTURES, RECURRENT, build_network, reverse_within_length
 
 VOCAB = 50
 PARAMS = {"bag_concat": {"bag_len": 12}}
@@ -24,7 +24,7 @@ def batch(rows):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_contract(arch):
-    net = network(arch, num_layers=2) if arch in ("simple_rnn", "gru", "lstm", "bilstm") else network(arch)
+    net = network(arch, num_layers=2) if arch in RECURRENT else network(arch)
     net.eval()
     text = [5, 9, 3, 7]
     others = [[4, 4, 8, 2, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19], [6], [2, 3]]

@@ -6,7 +6,7 @@ import torch
 
 from bench import data as bench_data
 from bench.models import build_network
-from bench.module import BATCHES_PER_CALL, TextClassifier
+from bench.module import BATCHES_PER_CALL, ClassifierModule
 
 
 def tiny_split(n=96, seed=0) -> bench_data.Split:
@@ -26,7 +26,7 @@ def fit_one_epoch(module, split):
 
 def test_gradients_are_clipped():
     torch.manual_seed(0)
-    module = TextClassifier(build_network("averaging", 50), lr=1e-2, grad_clip=1e-3)
+    module = ClassifierModule(build_network("averaging", 50), lr=1e-2, grad_clip=1e-3)
     norms, configure = [], module.configure_optimizers
 
     def configure_and_watch():  # records the gradient norm before each step, after clipping
@@ -47,7 +47,7 @@ def test_training_metrics_cover_every_training_text():
     ids, lengths, labels = bench_data.Batches(split)[np.arange(len(split))]
     with torch.no_grad():  # lr 0 leaves the weights as they are: the epoch's metrics are those of these logits
         logits = network(ids, lengths)
-    metrics = fit_one_epoch(TextClassifier(network, lr=0.0), split)
+    metrics = fit_one_epoch(ClassifierModule(network, lr=0.0), split)
     expected_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
     assert torch.isclose(metrics["train/loss"], expected_loss, atol=1e-5)
     assert metrics["train/acc"] == ((logits > 0).long() == labels).float().mean()

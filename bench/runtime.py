@@ -1,0 +1,59 @@
+"""Process-wide setup: the runtime folder, the allocator, library log levels. Called from the CLI, never at import."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import warnings
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input or state the user can fix: the CLI prints its message alone, without a traceback."""
+
+
+def runtime_dir() -> Path:
+    """$BENCH_HOME, else .bench/ in the working directory (git-ignored in the repository)."""
+    path = Path(os.environ.get("BENCH_HOME", ".bench")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows): the two functions below do nothing
+        return None
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc from handing large freed buffers back to the OS after every training step.
+
+    Otherwise each step page-faults its activations in again (docs/performance.md has the figures).
+    """
+    if libc := _glibc():
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: allocations below 1 GiB come from the heap and are reused
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory rather than return it to the OS
+
+
+def release_freed_memory() -> None:
+    """Hand the memory kept by keep_freed_memory back to the OS, between trials: each trial's buffers have other
+    sizes, so without this the heap grows from trial to trial."""
+    if libc := _glibc():
+        libc.malloc_trim(0)
+
+
+def quiet_libraries() -> None:
+    """Lightning's, Optuna's and MLflow's per-trial chatter would drown the progress lines."""
+    import optuna
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # MLflow warns that a pickled model runs code when loaded: true of any pyfunc, and this one is our own.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")  # batches are built in-process, cheaply
+    warnings.filterwarnings("ignore", ".*Experimental.*")  # optuna-integration's callback is marked experimental
+    warnings.filterwarnings("ignore", ".*log_every_n_steps.*")  # only epoch-level metrics are logged
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs. torch 2.13 deprecation, harmless
