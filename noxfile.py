@@ -21,8 +21,6 @@ nox.options.sessions = ["tests", "lint"]
 ROOT = Path(__file__).parent
 VENV = ROOT / ".nox" / "bench"
 BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
-sys.path.insert(0, str(ROOT))  # bench.runtime needs only the standard library: no virtualenv to import it
-from bench.runtime import runtime_dir  # noqa: E402
 
 
 def torch_requirement() -> list[str]:
@@ -63,11 +61,8 @@ def report(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def ui(session: nox.Session) -> None:
-    """MLflow UI over the sweep store, on http://127.0.0.1:5000 (only this machine can reach it)."""
-    store = session.posargs[0] if session.posargs else f"sqlite:///{runtime_dir() / 'mlflow.db'}"
-    session.run(str(bench_env(session) / "mlflow"), "ui", "--backend-store-uri", store,
-                "--default-artifact-root", (runtime_dir() / "mlartifacts").as_uri(),
-                "--host", "127.0.0.1", "--port", "5000", external=True)
+    """MLflow UI over the sweep store on http://127.0.0.1:5000 (this machine only); prints each sweep's runs page."""
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "ui", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

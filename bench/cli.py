@@ -1,4 +1,4 @@
-"""Command line: `python -m bench sweep CONFIG [key.path=value ...]`, `python -m bench report NAME|CONFIG`.
+"""Command line: `python -m bench sweep CONFIG [key.path=value ...]`, `report NAME|CONFIG`, `ui`.
 
 Only the standard library, pydantic and YAML load before the arguments and the config are known to be good.
 """
@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from bench.config import load_config
-from bench.runtime import UserError, runtime_dir
+from bench.runtime import UserError, runtime_dir, tracking_uri
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,6 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     report.add_argument("sweep", help="sweep name (default tracking store) or sweep config path")
     report.add_argument("--tracking-uri", help="MLflow tracking URI; default: the config's, else .bench/mlflow.db")
     report.add_argument("--reports", default="reports", help="folder of the generated reports")
+    ui = commands.add_parser("ui", help="serve the MLflow UI over the sweep store and print each sweep's runs page")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI; default: .bench/mlflow.db")
+    ui.add_argument("--port", type=int, default=5000)
     return parser.parse_args(argv)
 
 
@@ -34,7 +37,7 @@ def sweep_command(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     from bench.report import write_report
     from bench.runtime import keep_freed_memory, quiet_libraries
-    from bench.sweep import run_sweep, tracking_uri
+    from bench.sweep import run_sweep
 
     keep_freed_memory()
     quiet_libraries()
@@ -46,10 +49,15 @@ def report_command(args: argparse.Namespace) -> None:
     cfg = load_config(args.sweep) if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file() else None
     from bench.report import write_report
     from bench.runtime import quiet_libraries
-    from bench.sweep import tracking_uri
 
     quiet_libraries()
     write_report(cfg.name if cfg else args.sweep, args.tracking_uri or tracking_uri(cfg), Path(args.reports))
+
+
+def ui_command(args: argparse.Namespace) -> None:
+    from bench.ui import serve
+
+    serve(args.tracking_uri or tracking_uri(None), (runtime_dir() / "mlartifacts").as_uri(), port=args.port)
 
 
 def save_traceback() -> Path:
@@ -62,7 +70,7 @@ def save_traceback() -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        (sweep_command if args.command == "sweep" else report_command)(args)
+        {"sweep": sweep_command, "report": report_command, "ui": ui_command}[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

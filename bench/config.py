@@ -211,6 +211,14 @@ class SweepConfig(Strict):
     def data_for(self, dataset: str) -> DataSettings:
         return self.data.get(dataset, DataSettings())
 
+    def key_of(self, arch: str, dataset: str, param: str) -> str:
+        """Where in the config the value of `param` in space_for(arch, dataset) comes from."""
+        if param in self.dataset_search_spaces.get(dataset, {}) and param in allowed_params(arch):
+            return f"dataset_search_spaces.{dataset}.{param}"
+        if param in self.search_spaces.get(arch, {}):
+            return f"search_spaces.{arch}.{param}"
+        return f"search_space.{param}"
+
     def space_for(self, arch: str, dataset: str) -> SearchSpace:
         # A network parameter of a dataset's space (bag_len for tweets) applies to the architectures that have it.
         per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items()
@@ -278,11 +286,15 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as error:
-        lines = [f"{path}: invalid sweep config"]
-        for e in error.errors():
-            loc = ".".join(str(p) for p in e["loc"] if not _is_union_branch(p))
-            lines.append(f"  {loc or '(top level)'}: {e['msg']}")
-        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+        problems = list(dict.fromkeys(_problem_text(e) for e in error.errors()))
+        if len(problems) == 1:
+            raise ConfigError(f"{path}: {problems[0]}") from None
+        raise ConfigError("\n  ".join([f"{path}: {len(problems)} problems", *problems])) from None
+
+
+def _problem_text(error: dict) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not _is_union_branch(p))
+    return f"{loc or '(top level)'}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def _read_yaml(path: Path) -> dict:

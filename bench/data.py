@@ -124,15 +124,7 @@ def load_source(name: str, data_dir: Path | None) -> dict:
             if not path.is_file():
                 raise DataError(_no_data_message(name, f"{path}: file not found"))
             source = str(path)
-            try:
-                import pyarrow.parquet as pq
-
-                present = set(pq.read_schema(path).names)
-            except Exception as error:
-                raise DataError(f"{path}: not a readable parquet file: {error}") from None
-            missing = [c for c in columns if c not in present]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {missing}; found {sorted(present)}; need {columns}")
+            _check_parquet(path, columns)
             splits[split] = datasets.load_dataset("parquet", data_files=source, split="train", columns=columns,
                                                   cache_dir=cache_dir)
         else:
@@ -145,10 +137,31 @@ def load_source(name: str, data_dir: Path | None) -> dict:
     return splits
 
 
+def _check_parquet(path: Path, columns: list[str]) -> None:
+    """Readable, with the columns needed and at least one row; checked before `datasets` reads it."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_metadata(path)
+    except Exception as error:
+        raise DataError(f"{path}: not a readable parquet file: {error}") from None
+    present = set(metadata.schema.names)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {sorted(present)}; need {columns}")
+    if metadata.num_rows == 0:
+        raise DataError(f"{path}: no rows; each split needs labelled texts")
+
+
 def _check_schema(ds, source: str, spec: DatasetSpec, split: str) -> None:
     text_type = str(ds.features.get("text", ""))
     if "string" not in text_type:
         raise DataError(f"{source}: column 'text' must hold strings, found {text_type or 'no such column'}")
+    for column in ("text", spec.label_column):
+        nulls = np.flatnonzero(ds.data.column(column).is_null())
+        if len(nulls):
+            raise DataError(f"{source}: column {column!r} is empty (null) in {len(nulls)} row(s), the first "
+                            f"{nulls[:5].tolist()}; every row needs a text and a label")
     labels = np.unique(np.asarray(ds.data.column(spec.label_column)))
     allowed = set(spec.label_map) | (set(spec.dropped_labels) if split == "test" else set())
     unexpected = sorted(set(labels.tolist()) - allowed)

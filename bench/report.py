@@ -40,7 +40,7 @@ class ReportError(UserError, RuntimeError):
 class Trial:
     run_id: str
     number: int
-    state: str  # complete, pruned, failed, or running (no final state: still running or killed)
+    state: str  # complete, pruned, failed, killed, or running (no final state: still running, or killed unseen)
     val_acc: float | None
     train_seconds: float | None  # wall-clock seconds of the trial's fit
     run_seconds: float  # MLflow run duration
@@ -354,6 +354,9 @@ def _problems(studies: list[Study]) -> list[str]:
             if t.state == "failed":
                 error = t.error or "no error recorded"
                 lines.append(f"- `{name}` trial {t.number} failed (run `{t.run_id[:8]}`): {error}")
+            elif t.state == "killed":
+                lines.append(f"- `{name}` trial {t.number} was killed with its process (run `{t.run_id[:8]}`); a "
+                             "later run retried its parameters.")
             elif t.state == "running":
                 lines.append(f"- `{name}` trial {t.number} has no final state: still running, or killed.")
     return lines

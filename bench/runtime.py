@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -18,6 +21,38 @@ def runtime_dir() -> Path:
     path = Path(os.environ.get("BENCH_HOME", ".bench")).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def storage_url(cfg) -> str:
+    """The sweep config's Optuna storage, else SQLite in the runtime folder."""
+    return (cfg and cfg.storage) or f"sqlite:///{runtime_dir() / 'optuna.db'}"
+
+
+def tracking_uri(cfg) -> str:
+    """The sweep config's MLflow tracking URI, else SQLite in the runtime folder; cfg may be None."""
+    return (cfg and cfg.tracking_uri) or f"sqlite:///{runtime_dir() / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def only_process(store: Path):
+    """Held by a sweep on a SQLite store: a second process is refused at once, naming the holder. The lock is the
+    OS's (flock), which it releases when its holder dies, however it dies: a killed sweep never blocks the next."""
+    import fcntl
+
+    lock_path = store.with_name(store.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise UserError(f"{store} is in use by another sweep ({lock.read().strip() or 'holder unknown'}); a SQLite "
+                            "store takes one sweep process at a time: wait for it, or stop it and run again to "
+                            "resume") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        lock.flush()
+        yield
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -49,10 +84,11 @@ def quiet_libraries() -> None:
     import optuna
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in ("lightning.pytorch", "mlflow.store.db.utils", "alembic"):  # the latter two: creating a new store
+        logging.getLogger(name).setLevel(logging.WARNING)
     # MLflow warns that a pickled model runs code when loaded: true of any pyfunc, and this one is our own.
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's traceback goes to its MLflow run
     warnings.filterwarnings("ignore", ".*does not have many workers.*")  # batches are built in-process, cheaply
     warnings.filterwarnings("ignore", ".*Experimental.*")  # optuna-integration's callback is marked experimental
     warnings.filterwarnings("ignore", ".*log_every_n_steps.*")  # only epoch-level metrics are logged

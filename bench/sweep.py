@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,29 +27,25 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
+from sqlalchemy.engine import make_url
 
 from bench import data as bench_data
-from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig
+from bench.config import TRAINING_PARAMS, CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig
 from bench.models import build_network
 from bench.module import BATCHES_PER_CALL, ClassifierModule
-from bench.runtime import release_freed_memory, runtime_dir
+from bench.runtime import only_process, release_freed_memory, runtime_dir, storage_url, tracking_uri
 from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# Queues a killed trial's parameters again; twice at most, so that a trial that kills its process cannot loop.
+RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def storage_url(cfg: SweepConfig | None) -> str:
-    return (cfg and cfg.storage) or f"sqlite:///{runtime_dir() / 'optuna.db'}"
-
-
-def tracking_uri(cfg: SweepConfig | None) -> str:
-    return (cfg and cfg.tracking_uri) or f"sqlite:///{runtime_dir() / 'mlflow.db'}"
 
 
 def study_name(cfg: SweepConfig, dataset: str, arch: str) -> str:
@@ -218,7 +215,8 @@ def split_params(params: dict) -> tuple[dict, dict]:
 
 @contextlib.contextmanager
 def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
-    """The trial's MLflow child run, closed with the trial's final state (complete, pruned or failed) and error."""
+    """The trial's MLflow child run, closed with the trial's final state (complete, pruned, failed or killed) and
+    error. An interrupted trial's parameters are queued to run again."""
     run = ctx.client.create_run(
         ctx.experiment_id,
         run_name=f"{ctx.dataset}-{ctx.arch}-trial-{trial.number}",
@@ -239,10 +237,15 @@ def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
         message = f"{type(error).__name__}: {error}"[:500]
         trial.set_user_attr("error", message)
         ctx.client.set_tag(run_id, "error", message)
+        ctx.client.log_text(run_id, traceback.format_exc(), "error.txt")
         raise
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, which Lightning turns into SystemExit
+        state = "killed"
+        RETRY_KILLED(trial.study, next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
+        raise KeyboardInterrupt from None
     finally:
         ctx.client.set_tag(run_id, "state", state)
-        ctx.client.set_terminated(run_id, "FAILED" if state == "failed" else "FINISHED")
+        ctx.client.set_terminated(run_id, {"failed": "FAILED", "killed": "KILLED"}.get(state, "FINISHED"))
         release_freed_memory()
 
 
@@ -292,28 +295,37 @@ def trial_seconds(trials) -> float:
                if t.datetime_complete and t.datetime_start)
 
 
+def budget_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials that count toward the budget: a trial killed with its process and retried counts once,
+    as its retry."""
+    retried = {n for t in study.trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    return [t for t in study.trials if t.state in FINISHED and t.number not in retried]
+
+
 def run_study(ctx: StudyContext, study: optuna.Study) -> None:
     cfg, name = ctx.cfg, study.study_name
     budget = cfg.study
-    finished = [t for t in study.trials if t.state in FINISHED]
+    finished = budget_trials(study)
     trials_left = None if budget.n_trials is None else budget.n_trials - len(finished)
     time_left = None if budget.timeout is None else budget.timeout - trial_seconds(finished)
     started = time.perf_counter()
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len([t for t in study.trials if t.state in FINISHED])
+        done = len(budget_trials(study))
         best = "no best yet"
         if _has_complete(study):
             best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
         value = f" val/acc {trial.value:.4f}" if trial.value is not None else ""
-        error = f" ({trial.user_attrs.get('error', '')})" if trial.state == TrialState.FAIL else ""
+        error = f" ({trial.user_attrs.get('error', 'no error recorded')})" if trial.state == TrialState.FAIL else ""
+        retry = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        retry = f" (retry of trial {retry}, killed)" if retry is not None else ""
         spent = time.perf_counter() - started
         left = []
         if budget.n_trials is not None:
             left.append(f"{budget.n_trials - done} trials")
         if time_left is not None:
             left.append(_fmt_seconds(max(0.0, time_left - spent)))
-        log(f"{ctx.prefix} trial {done}/{budget.n_trials or '?'} {trial.state.name}{value}{error}; "
+        log(f"{ctx.prefix} trial {done}/{budget.n_trials or '?'} {trial.state.name}{value}{error}{retry}; "
             f"{best}; this run {_fmt_seconds(spent)}, budget left: {', '.join(left)}")
 
     if (trials_left is None or trials_left > 0) and (time_left is None or time_left > 0):
@@ -401,9 +413,10 @@ def parent_run_id_of(client: MlflowClient, experiment_id: str, study: optuna.Stu
 
 def close_study_run(ctx: StudyContext, study: optuna.Study) -> None:
     """Trial counts, trial time and hyperparameter importances on the study's run, which is then finished."""
+    counted = budget_trials(study)
     for state in FINISHED:
-        ctx.client.set_tag(ctx.parent_run_id, f"trials_{state.name.lower()}",
-                           str(sum(t.state == state for t in study.trials)))
+        count = sum(t.state == state for t in counted)
+        ctx.client.set_tag(ctx.parent_run_id, f"trials_{state.name.lower()}", str(count))
     ctx.client.set_tag(ctx.parent_run_id, "trial_seconds", f"{trial_seconds(study.trials):.1f}")
     log_importances(ctx.client, ctx.parent_run_id, study)
     ctx.client.set_terminated(ctx.parent_run_id, "FINISHED")
@@ -428,13 +441,24 @@ def experiment_id_of(client: MlflowClient, cfg: SweepConfig, uri: str) -> str:
 
 def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
     """Run (or resume) every study of the sweep; returns {(dataset, arch): test metrics or None}."""
+    check_networks_build(cfg, config_path)
+    url = make_url(storage_url(cfg))
+    if url.get_backend_name() != "sqlite":
+        return run_studies(cfg, config_path, own_store=False)
+    with only_process(Path(url.database)):
+        return run_studies(cfg, config_path, own_store=True)
+
+
+def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> dict:
+    """own_store: no other process uses the Optuna storage, so a trial left running belongs to a dead one."""
     sweep_start = time.perf_counter()
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment_id = experiment_id_of(client, cfg, uri)
-    # The heartbeat lets a later run mark trials of a killed process as failed instead of running forever.
-    storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=30, grace_period=90)
+    # The heartbeat marks a dead worker's trials failed, and the callback retries their parameters.
+    storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=30, grace_period=90,
+                                         heartbeat_stale_trial_callback=RETRY_KILLED)
     log(f"sweep {cfg.name} ({config_path}): {len(cfg.datasets)} datasets x {len(cfg.architectures)} architectures "
         f"on {device_description()}; MLflow {uri}; Optuna {storage_url(cfg)}")
 
@@ -453,9 +477,64 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
             ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id,
                                parent_run_id_of(client, experiment_id, study, tags),
                                runtime_dir() / "models" / cfg.name / dataset / arch)
+            close_dead_trials(ctx, study, own_store)
             log_data_stats(client, ctx.parent_run_id, data.stats)
             run_study(ctx, study)
             results[(dataset, arch)] = evaluate_best(ctx, study)
             close_study_run(ctx, study)
     log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - sweep_start)}")
     return results
+
+
+def close_dead_trials(ctx: StudyContext, study: optuna.Study, own_store: bool) -> None:
+    """Fail the trials of a killed process and queue their parameters again (Optuna's heartbeat callback), and
+    mark their MLflow runs KILLED. Owning the store, every running trial is such a one; sharing it, the heartbeat
+    tells which are."""
+    if own_store:
+        retried = {n for t in study.trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            # What optuna.storages.fail_stale_trials does, without waiting for the heartbeat's grace period.
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            if trial.number not in retried:  # an interrupted trial queued itself again
+                RETRY_KILLED(study, trial)
+            log(f"{ctx.prefix} trial {trial.number} was left running by a killed process: failed, and queued again")
+    else:
+        optuna.storages.fail_stale_trials(study)
+    running = {t.user_attrs.get("mlflow_run_id") for t in study.get_trials(states=(TrialState.RUNNING,))}
+    orphans = ctx.client.search_runs([ctx.experiment_id], filter_string=(
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'"))
+    for run in orphans:
+        if run.info.run_id not in running:
+            ctx.client.set_tag(run.info.run_id, "state", "killed")
+            ctx.client.set_terminated(run.info.run_id, "KILLED")
+
+
+def check_networks_build(cfg: SweepConfig, config_path: str | Path) -> None:
+    """Build each architecture, and its optimiser, with each value its search space can give (a numeric range's
+    ends), one parameter at a time: a value that a network refuses is a config error before any data loads,
+    rather than the failure of every trial."""
+    problems = {}
+    ids, lengths = torch.tensor([[2, 3, 4]]), torch.tensor([3])
+    for arch in cfg.architectures:
+        for dataset in cfg.datasets:
+            for name, spec in cfg.space_for(arch, dataset).items():
+                for value in _values_of(spec):
+                    training, network_params = split_params({name: value})
+                    try:
+                        network = build_network(arch, 10, **network_params)
+                        network(ids, lengths)
+                        torch.optim.AdamW(network.parameters(), lr=training["lr"],
+                                          weight_decay=training["weight_decay"])
+                    except Exception as error:
+                        key = cfg.key_of(arch, dataset, name)
+                        problems[f"{key}: {arch} refuses {value!r} ({type(error).__name__}: {error})"] = None
+    if problems:
+        raise ConfigError(f"{config_path}: " + "; ".join(problems))
+
+
+def _values_of(spec) -> list:
+    if isinstance(spec, FloatParam | IntParam):
+        return [spec.low, spec.high]
+    if isinstance(spec, CategoricalParam):
+        return spec.choices
+    return [spec]
