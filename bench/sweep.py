@@ -44,6 +44,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
 
+
 def log(message: str) -> None:
     print(message, flush=True)
 
@@ -298,8 +299,13 @@ def trial_seconds(trials) -> float:
 def budget_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The finished trials that count toward the budget: a trial killed with its process and retried counts once,
     as its retry."""
-    retried = {n for t in study.trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    retried = retried_trials(study)
     return [t for t in study.trials if t.state in FINISHED and t.number not in retried]
+
+
+def retried_trials(study: optuna.Study) -> set[int]:
+    """Numbers of the trials whose parameters were queued again after their process was killed."""
+    return {n for t in study.trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
 def run_study(ctx: StudyContext, study: optuna.Study) -> None:
@@ -491,7 +497,7 @@ def close_dead_trials(ctx: StudyContext, study: optuna.Study, own_store: bool) -
     mark their MLflow runs KILLED. Owning the store, every running trial is such a one; sharing it, the heartbeat
     tells which are."""
     if own_store:
-        retried = {n for t in study.trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+        retried = retried_trials(study)
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             # What optuna.storages.fail_stale_trials does, without waiting for the heartbeat's grace period.
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
