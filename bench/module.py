@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import lightning as L
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 # Training batches per training_step call (the training loader's `group`): Lightning's own work between two calls
 # is paid once per group rather than once per step (docs/performance.md).
 BATCHES_PER_CALL = 32
+
+
+def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> float:
+    """Floating-point operations of a training step (forward, loss, backward) per real token of the batch, counted
+    by PyTorch's FlopCounterMode on a CPU copy of the network in eval mode (so that no random number is drawn).
+
+    It counts matrix multiplications, which dominate every network but averaging, whose embedding means it does not
+    count. oneDNN is off while counting: its fused LSTM hides the products from the counter.
+    """
+    counted = copy.deepcopy(network).cpu().float().eval()
+    # Gradients on even inside Lightning's validation hooks, which run in inference mode.
+    with (torch.inference_mode(False), torch.enable_grad(), torch.backends.mkldnn.flags(enabled=False),
+          FlopCounterMode(display=False) as counter):
+        logits = counted(ids.cpu(), lengths.cpu())
+        nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
+    return counter.get_total_flops() / float(lengths.sum())
 
 
 def _metrics(prefix: str) -> MetricCollection:
@@ -40,6 +58,9 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.best_state: dict | None = None  # weights of the best validation epoch, kept in memory
         self._epoch_start = self._fit_start = self._train_seconds = 0.0
+        self.tokens_trained = 0  # real tokens of every training epoch so far
+        self.flops_per_token: float | None = None  # of a training step, counted once, after the first epoch
+        self._flops_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, lengths) it is counted on
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.network(ids, lengths)
@@ -61,6 +82,8 @@ class ClassifierModule(L.LightningModule):
         optimizer = self.optimizers().optimizer
         # A list, made once per call: self.parameters() walks the metrics' modules too, at every step.
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        if self._flops_batch is None:
+            self._flops_batch = batches[0][:2]
         for batch in batches:
             optimizer.zero_grad()
             logits, labels, loss = self._step(batch)
@@ -103,11 +126,21 @@ class ClassifierModule(L.LightningModule):
             self.log("train/loss", train_loss)
             self.log("train/acc", self.train_acc.compute())
             self.log("train/epoch_time_s", self._train_seconds)
-            self.log("train/tokens_per_s", torch.cat(lengths).sum().item() / self._train_seconds)
+            tokens = torch.cat(lengths).sum().item()
+            self.tokens_trained += tokens
+            self.log("train/tokens_per_s", tokens / self._train_seconds)
+            self._log_training_cost()
             self.train_loss.reset()
             self.train_acc.reset()
         # Wall-clock seconds since fit start, for learning curves against time rather than epochs.
         self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
+
+    def _log_training_cost(self) -> None:
+        """A cost that does not depend on the machine: training FLOPs per token, and in all so far."""
+        if self.flops_per_token is None:
+            self.flops_per_token = training_flops_per_token(self.network, *self._flops_batch)
+        self.log("cost/train_flops_per_token", self.flops_per_token)
+        self.log("cost/train_flops", self.flops_per_token * self.tokens_trained)
 
     def restore_best(self) -> None:
         if self.best_state is not None:

@@ -7,13 +7,15 @@ of them for several epochs, about `--pass-seconds` of bare training):
   bare     a plain PyTorch loop: the same network, optimiser, clipping and batches
   naive    the textbook baseline: random batches padded to max_len, recurrent layers over pack_padded_sequence
            (over a fixed `NAIVE_TEXTS` texts: it is an order of magnitude slower)
+  lstm     a bare lstm pass over the same texts, the reference that every architecture's speed is a ratio to
+Arithmetic: training FLOPs per token (FlopCounterMode), achieved GFLOP/s, and the machine's matmul speed.
 Throughput counts real (non-pad) tokens, so the three are comparable. Each architecture runs in a process of
 its own, so that its peak RSS is its own. Data: load, normalise, tokenise and encode each dataset with an
 empty runtime folder (cold: no `datasets` cache, no encoded cache) and again (warm), each in a fresh process.
 Every figure is the median over `--repeats` repetitions (`--load-repeats` for data) after one warm-up
 repetition that is not counted. This host's speed jumps by up to 2x for tens of seconds at a time, so the
-harness/bare ratio is taken within each repetition from short back-to-back passes, in alternating order, and
-over many repetitions.
+harness/bare and lstm/bare ratios are taken within each repetition from short back-to-back passes, in
+alternating order, and over many repetitions.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench import data as bench_data
 from bench import sweep
 from bench.config import load_config
 from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
+from bench.module import training_flops_per_token
 from bench.runtime import keep_freed_memory, quiet_libraries
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
@@ -47,6 +50,9 @@ DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and
 DEFAULTS = {**sweep.TRAINING_DEFAULTS, "grad_clip": 1.0}
 PROBE_TEXTS = 1024  # the pass that sizes the timed passes; the fewest texts a timed pass covers
 NAIVE_TEXTS = 256  # the naive baseline is an order of magnitude slower: a fixed slice keeps it affordable
+REFERENCE = "lstm"  # every architecture's speed is also given as a ratio to this one's, measured in pairs
+# Tokens/s that each architecture should reach against lstm's: what its arithmetic allows, within reach.
+RATIO_TARGETS = {"simple_rnn": 2.5, "gru": 1.1, "bilstm": 0.45}
 
 
 def subset(split: bench_data.Split, n: int) -> bench_data.Split:
@@ -108,14 +114,18 @@ class TrainingBench:
         n_texts = min(len(self.full.train), max(PROBE_TEXTS, round(wanted)))
         return subset(self.full.train, n_texts), max(1, round(wanted / n_texts))
 
-    def fresh_network(self) -> torch.nn.Module:
+    def fresh_network(self, arch: str | None = None) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)
-        return build_network(self.arch, self.full.vocab_size)
+        return build_network(arch or self.arch, self.full.vocab_size)
 
-    def bare(self, train: bench_data.Split, epochs: int = 1) -> float:
+    def bare(self, train: bench_data.Split, epochs: int = 1, arch: str | None = None) -> float:
         batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=self.cfg.seed)
-        return train_seconds(self.fresh_network(), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
+        return train_seconds(self.fresh_network(arch), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
                              DEFAULTS["grad_clip"], epochs)
+
+    def flops_per_token(self) -> float:
+        ids, lengths, _ = next(iter(bench_data.loader(self.train, DEFAULTS["batch_size"], shuffle=True)))
+        return training_flops_per_token(self.fresh_network(), ids, lengths)
 
     def harness(self) -> float:
         study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(self.cfg, "imdb"))
@@ -135,23 +145,25 @@ class TrainingBench:
         return sweep.inference_ms_per_1k(self.fresh_network(), bench_data.loader(test, 512, shuffle=False), len(test))
 
     def repetition(self, rep: int) -> dict[str, float]:
-        """Seconds of each measurement; harness and bare back to back, in alternating order, so that neither of
-        the pair always runs first."""
-        pair = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
+        """Seconds of each measurement. Bare runs back to back with the harness on one side and with a bare lstm
+        pass over the same texts on the other, in alternating order, so that neither of a pair always runs first."""
+        paired = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
+        if self.arch != REFERENCE:
+            paired.append((REFERENCE, lambda: self.bare(self.train, self.epochs, REFERENCE)))
         if rep % 2 == 0:
-            pair.reverse()
-        return {name: run() for name, run in pair + [("naive", self.naive), ("latency", self.latency)]}
+            paired.reverse()
+        return {name: run() for name, run in paired + [("naive", self.naive), ("latency", self.latency)]}
 
 
 def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path) -> dict:
     """Throughput of harness, bare and naive training, latency and peak RSS of one architecture."""
     bench = TrainingBench(arch, pass_seconds, workdir)
-    seconds = {"harness": [], "bare": [], "naive": [], "latency": []}
+    seconds = {}
     for rep in range(repeats + 1):
         values = bench.repetition(rep)
         if rep > 0:  # the first repetition warms up and is not counted
             for name, value in values.items():
-                seconds[name].append(value)
+                seconds.setdefault(name, []).append(value)
         print(f"  {arch} ({len(bench.train):,} texts x {bench.epochs} epochs) repetition {rep}/{repeats}"
               f"{' (warm-up)' if rep == 0 else ''}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
               file=sys.stderr, flush=True)
@@ -162,6 +174,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         "steps": steps, "naive_tokens": int(bench.naive_train.lengths.sum()), "seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in bench.fresh_network().parameters()),
+        "flops_per_token": bench.flops_per_token(),
     }
 
 
@@ -224,6 +237,36 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
     return lines, ratios
 
 
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """This machine's float32 matrix-multiply speed: the median of `repeats` products of two size x size
+    matrices, after one warm-up."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times[1:]) / 1e9
+
+
+def arithmetic_table(results: list[dict], peak_gflops: float) -> tuple[list[str], dict]:
+    """Each architecture's training FLOPs per token, the GFLOP/s its bare loop achieves, and its tokens/s against
+    lstm's (paired, per repetition) next to what the two FLOP counts allow."""
+    lines = ["| architecture | train MFLOP / token | bare GFLOP/s | % of matmul peak | tokens/s / lstm's (paired) "
+             "| FLOPs allow |", "|---|---|---|---|---|---|"]
+    reference = next((r for r in results if r["arch"] == REFERENCE), None)
+    ratios = {}
+    for r in results:
+        gflops = [r["tokens"] * r["flops_per_token"] / v / 1e9 for v in r["seconds"]["bare"]]
+        paired = [lstm / bare for lstm, bare in zip(r["seconds"].get(REFERENCE, []), r["seconds"]["bare"])]
+        ratios[r["arch"]] = statistics.median(paired) if paired else 1.0
+        allows = f"{reference['flops_per_token'] / r['flops_per_token']:.2f}" if reference else "–"
+        lines.append(f"| `{r['arch']}` | {r['flops_per_token'] / 1e6:.3f} | {median_spread(gflops, 1)} "
+                     f"| {100 * statistics.median(gflops) / peak_gflops:.0f} "
+                     f"| {median_spread(paired, 2) if paired else '1 (the reference)'} | {allows} |")
+    return lines, ratios
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,7 +304,7 @@ def measure_loads(datasets: list[str], repeats: int) -> dict[str, tuple[dict, li
     return loads
 
 
-def target_checks(ratios: dict, loads: dict) -> list[str]:
+def target_checks(ratios: dict, to_reference: dict, loads: dict) -> list[str]:
     recurrent = [a for a in ratios if a in RECURRENT]
     checks = [(f"harness overhead: harness / bare >= 0.95 for every architecture "
                f"(lowest {min(o for o, _ in ratios.values()):.3f})", all(o >= 0.95 for o, _ in ratios.values()))]
@@ -269,6 +312,8 @@ def target_checks(ratios: dict, loads: dict) -> list[str]:
         checks.append((f"recurrent architectures >= 2x the naive baseline "
                        f"(lowest {min(ratios[a][1] for a in recurrent):.2f}x)",
                        all(ratios[a][1] >= 2 for a in recurrent)))
+    checks += [(f"{arch}: tokens/s >= {target}x {REFERENCE}'s, paired ({to_reference[arch]:.2f}x)",
+                to_reference[arch] >= target) for arch, target in RATIO_TARGETS.items() if arch in to_reference]
     if "sentiment140" in loads:
         _, cold, warm = loads["sentiment140"]
         checks.append((f"Sentiment140, all tweets: cold <= 60 s ({statistics.median(cold):.1f} s), "
@@ -277,8 +322,10 @@ def target_checks(ratios: dict, loads: dict) -> list[str]:
     return [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
 
 
-def render_report(args: argparse.Namespace, command: str, minutes: float, results: list[dict], loads: dict) -> str:
+def render_report(args: argparse.Namespace, command: str, minutes: float, results: list[dict], loads: dict,
+                  peak_gflops: float) -> str:
     table, ratios = training_table(results)
+    arithmetic, to_reference = arithmetic_table(results, peak_gflops)
     lines = [
         "# Speed benchmark",
         "",
@@ -306,6 +353,19 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         "",
         *table,
         "",
+        "## Arithmetic",
+        "",
+        "_train MFLOP / token_: a training step's floating-point operations (forward, loss, backward) per real token, "
+        "counted by PyTorch's FlopCounterMode on a training batch (matrix multiplications only: averaging's "
+        "embedding means are not counted). _bare GFLOP/s_: that count times the bare loop's tokens/s; "
+        f"_% of matmul peak_: against this machine's float32 matrix multiply, {peak_gflops:.0f} GFLOP/s (a "
+        "2048 x 2048 product). _tokens/s / lstm's_: median (min-max) of the ratio within each repetition, where "
+        "the architecture's bare pass and a bare lstm pass over the same texts run back to back (in alternating "
+        "order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio its arithmetic alone "
+        "would give.",
+        "",
+        *arithmetic,
+        "",
         "## Data loading",
         "",
         "Load, normalise, tokenise and encode, in a fresh process; cold: empty runtime folder (no `datasets` "
@@ -318,7 +378,7 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         "",
         "## Targets (this project's 2-core CPU machine)",
         "",
-        *target_checks(ratios, loads),
+        *target_checks(ratios, to_reference, loads),
     ]
     return "\n".join(lines) + "\n"
 
@@ -336,13 +396,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
+    peak_gflops = matmul_gflops()
     loads = measure_loads(args.datasets, args.load_repeats)
     measure_load("imdb")  # fills the runtime folder's cache that the training processes read; not timed
     results = [child(["--child-train", arch, "--pass-seconds", str(args.pass_seconds),
                       "--repeats", str(args.repeats)])
                for arch in args.architectures]
     command = " ".join(["python -m bench.perf", *(sys.argv[1:] if argv is None else argv)])
-    text = render_report(args, command, (time.perf_counter() - started) / 60, results, loads)
+    text = render_report(args, command, (time.perf_counter() - started) / 60, results, loads, peak_gflops)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,10 @@ def _median_or_none(values) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _significant(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
 def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
@@ -133,6 +137,7 @@ class Row:
     train_seconds: float | None
     epoch_seconds: float | None
     tokens_per_s: float | None
+    flops_per_token: float | None
     latency: float | None
     total_seconds: float
 
@@ -153,6 +158,7 @@ def leaderboard_rows(client: MlflowClient, studies: list[Study]) -> list[Row]:
             train_seconds=best.train_seconds if best else None,
             epoch_seconds=epoch_seconds,
             tokens_per_s=tokens,
+            flops_per_token=best.metrics.get("cost/train_flops_per_token") if best else None,
             latency=s.metrics.get("test/ms_per_1k_texts"),
             total_seconds=sum(t.run_seconds for t in s.trials),
         ))
@@ -177,6 +183,7 @@ def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
         ("best trial train s", lambda r: r.train_seconds, _num, False),
         ("s / epoch", lambda r: r.epoch_seconds, _num, False),
         ("tokens / s", lambda r: r.tokens_per_s, lambda v: _num(v, 0), True),
+        ("train MFLOP / token", lambda r: r.flops_per_token and r.flops_per_token / 1e6, _significant, False),
         ("ms / 1k texts", lambda r: r.latency, _num, False),
         ("study s", lambda r: r.total_seconds, _num, False),
     ]
@@ -237,26 +244,39 @@ def _finish_axes(ax, title: str, xlabel: str) -> None:
         ax.legend(fontsize=8)  # placed where it hides the fewest points
 
 
-def accuracy_vs_time_figure(studies: list[Study], datasets: list[str], path: Path) -> None:
+# What the accuracy-versus-cost figures put on their x axis: a trial's training seconds, or its training FLOPs;
+# and whether to label it with plain numbers (a narrow range of seconds) rather than powers of ten.
+COSTS = {
+    "time": (lambda t: t.train_seconds, "training time of the trial (s, log scale)", True),
+    "flops": (lambda t: t.metrics.get("cost/train_flops"), "training FLOPs of the trial (log scale)", False),
+}
+
+
+def accuracy_vs_cost_figure(studies: list[Study], datasets: list[str], cost: str, path: Path) -> None:
+    cost_of, xlabel, plain_ticks = COSTS[cost]
     colors = _colors([s.arch for s in studies])
     fig, panels = _figure_per_dataset(datasets)
     for ax, dataset in panels:
         points = []
         for s in (s for s in studies if s.dataset == dataset):
-            trials = [t for t in s.trials if t.val_acc is not None and t.train_seconds is not None]
-            xs, ys = [t.train_seconds for t in trials], [100 * t.val_acc for t in trials]
+            trials = [t for t in s.trials if t.val_acc is not None and cost_of(t) is not None]
+            xs, ys = [cost_of(t) for t in trials], [100 * t.val_acc for t in trials]
+            if not trials:
+                continue
             ax.scatter(xs, ys, color=colors[s.arch], label=s.arch, alpha=0.8, s=28)
             points += zip(xs, ys)
         frontier = pareto(points)
-        if frontier:
-            ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black",
-                    linewidth=1, label="Pareto frontier")
+        if not frontier:  # no trial with a cost yet: nothing to put on a log scale
+            _finish_axes(ax, DATASET_TITLES.get(dataset, dataset), xlabel)
+            continue
+        ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="post", color="black",
+                linewidth=1, label="Pareto frontier")
         ax.set_xscale("log")
-        # Plain numbers at 1, 2 and 5 of each decade: the default 3x10^0 labels collide on a narrow range.
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        _finish_axes(ax, DATASET_TITLES.get(dataset, dataset), "training time of the trial (s, log scale)")
+        if plain_ticks:  # at 1, 2 and 5 of each decade: the default 3x10^0 labels collide on a narrow range
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _finish_axes(ax, DATASET_TITLES.get(dataset, dataset), xlabel)
     _save(fig, path)
 
 
@@ -376,7 +396,8 @@ def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"),
                                f"`nox -s report -- {sweep}`._")
     folder = out_dir / sweep
     folder.mkdir(parents=True, exist_ok=True)
-    accuracy_vs_time_figure(studies, datasets, folder / "accuracy_vs_time.png")
+    for cost in COSTS:
+        accuracy_vs_cost_figure(studies, datasets, cost, folder / f"accuracy_vs_{cost}.png")
     learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
     (folder / "README.md").write_text(markdown)
     write_index(out_dir)
@@ -403,16 +424,21 @@ def render_markdown(sweep: str, studies: list[Study], rows_by_dataset: dict[str,
     datasets = list(rows_by_dataset)
     lines = [f"# Sweep `{sweep}`: accuracy versus time", "", generated_line, "", *_header(studies), "",
              "## Data", "", *_data_table(studies, datasets), "",
-             "## Accuracy versus training time", "",
-             "Every trial is a point (validation accuracy of its best epoch against the wall-clock time of its "
-             "training); the black line is the Pareto frontier: no trial is both faster and more accurate.", "",
-             "![accuracy versus training time](accuracy_vs_time.png)", ""]
+             "## Accuracy versus cost", "",
+             "Every trial is a point: validation accuracy of its best epoch against the wall-clock time of its "
+             "training (this machine's cost), and against its training FLOPs (a cost that does not depend on the "
+             "machine: FLOPs per token counted by PyTorch's FlopCounterMode on a training batch, times the tokens "
+             "trained on; matrix multiplications only, so averaging's embedding means are not counted). The black "
+             "line is the Pareto frontier: no trial is both cheaper and more accurate.", "",
+             "![accuracy versus training time](accuracy_vs_time.png)", "",
+             "![accuracy versus training FLOPs](accuracy_vs_flops.png)", ""]
     for dataset in datasets:
         lines += [f"## Leaderboard: {DATASET_TITLES.get(dataset, dataset)}", "",
                   *leaderboard(rows_by_dataset[dataset], experiment_id), ""]
     lines += [
         "Columns: validation accuracy of the study's best trial; test metrics of that trial, evaluated once; "
-        "its parameter count, training time, median seconds per epoch and training tokens per second; "
+        "its parameter count, training time, median seconds per epoch, training tokens per second and training "
+        "FLOPs per token (forward and backward); "
         "inference time per 1,000 test texts; the study's total trial time.",
         "", "## Learning curves", "", "![learning curves](learning_curves.png)", "",
         "## Findings", "", *findings(rows_by_dataset), "",

@@ -93,3 +93,4 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", ".*Experimental.*")  # optuna-integration's callback is marked experimental
     warnings.filterwarnings("ignore", ".*log_every_n_steps.*")  # only epoch-level metrics are logged
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning vs. torch 2.13 deprecation, harmless
+    warnings.filterwarnings("ignore", ".*TF32 acceleration on top of oneDNN.*")  # oneDNN toggled to count FLOPs

@@ -48,6 +48,7 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
     assert {"lr", "n_params"} <= set(child.data.params)
     history = client.get_metric_history(child.info.run_id, "val/acc")
     assert len(history) >= 1 and "train/tokens_per_s" in child.data.metrics
+    assert child.data.metrics["cost/train_flops"] > child.data.metrics["cost/train_flops_per_token"] > 0
     parent = next(r for r in parents if r.data.tags["architecture"] == "lstm" and r.data.tags["dataset"] == "imdb")
     assert "test/acc" in parent.data.metrics and "best/lr" in parent.data.tags
 

@@ -8,6 +8,7 @@ import torch
 from bench import data as bench_data
 from bench import perf
 from bench.models import RECURRENT, build_network
+from bench.module import training_flops_per_token
 
 
 @pytest.mark.parametrize("arch", RECURRENT)
@@ -31,5 +32,16 @@ def test_training_measurement_runs_the_sweep_trial(runtime, mirror, tmp_path, mo
     result = perf.measure_training("averaging", pass_seconds=0.01, repeats=2, workdir=tmp_path / "perf")
     assert result["texts"] >= 64 and result["tokens"] > result["texts"]
     assert all(len(values) == 2 and min(values) > 0 for values in result["seconds"].values())
+    assert "lstm" in result["seconds"] and result["flops_per_token"] > 0  # paired with lstm, and counted
     table, ratios = perf.training_table([result])
     assert table[2].startswith("| `averaging` |") and ratios["averaging"][0] > 0
+    arithmetic, to_lstm = perf.arithmetic_table([result], peak_gflops=100.0)
+    assert arithmetic[2].startswith("| `averaging` |") and to_lstm["averaging"] > 0
+
+
+def test_training_flops_are_counted_and_scale_with_the_gates():
+    ids, lengths = torch.randint(2, 50, (4, 30)), torch.tensor([30, 20, 10, 5])
+    flops = {arch: training_flops_per_token(build_network(arch, 50), ids, lengths) for arch in RECURRENT}
+    # Recurrent products dominate: lstm has 4 gates, gru 3, simple_rnn 1; bilstm twice lstm.
+    assert 3.3 < flops["lstm"] / flops["simple_rnn"] < 4.2 and 2.5 < flops["gru"] / flops["simple_rnn"] < 3.2
+    assert 1.9 < flops["bilstm"] / flops["lstm"] < 2.1

@@ -39,7 +39,8 @@ def make_store(uri):
         metrics = [(k, v, step) for step, acc in enumerate(accs) for k, v in (
             ("val/acc", acc), ("val/acc_best", max(accs[: step + 1])),
             ("time/elapsed_s", seconds * (step + 1) / len(accs)),
-            ("train/epoch_time_s", seconds / len(accs) * 0.9), ("train/tokens_per_s", 1000.0 * (number + 1)))]
+            ("train/epoch_time_s", seconds / len(accs) * 0.9), ("train/tokens_per_s", 1000.0 * (number + 1)),
+            ("cost/train_flops_per_token", 2e5 * (number + 1)), ("cost/train_flops", 1e9 * (step + 1) * (number + 1)))]
         return run(tags, metrics, [("lr", 0.001 * (number + 1)), ("n_params", 1234 * (number + 1))],
                    start=number * 20, seconds=seconds)
 
@@ -85,7 +86,8 @@ def test_report_matches_golden_and_figures_are_real(tmp_path):
     assert "`imdb/lstm` trial 1 failed" in text and "training loss is nan" in text
     assert "`sentiment140/gru`: no finished trial yet." in text
 
-    figures = {name: (out / "golden" / name).read_bytes() for name in ("accuracy_vs_time.png", "learning_curves.png")}
+    names = ("accuracy_vs_time.png", "accuracy_vs_flops.png", "learning_curves.png")
+    figures = {name: (out / "golden" / name).read_bytes() for name in names}
     for name, data in figures.items():
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
         assert f"]({name})" in text
