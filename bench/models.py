@@ -1,8 +1,9 @@
 """The six text classifiers: token ids and lengths in, one logit per text out.
 
 Batches are right-padded with id 0. Every network reads only the real tokens of each text, so padding
-never changes a prediction. Recurrent networks run unpacked over length-bucketed batches (fast on CPU,
-cuDNN on GPU) and read each text's state at its own last real token.
+never changes a prediction. Recurrent networks run unpacked over length-bucketed batches and read each text's
+state at its own last real token: on a GPU through cuDNN, on the CPU through oneDNN's LSTM and kernels.py's
+SimpleRNN and GRU.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.data import PAD_ID
+from bench.kernels import fast_path, run_layers
 
 
 def keras_init_(module: nn.Module) -> None:
@@ -145,7 +147,8 @@ class Recurrent(nn.Module):
 
     @staticmethod
     def _run(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return rnn(x)[0]  # over the padding too: its outputs are never read
+        # Over the padding too: its outputs are never read. SimpleRNN and GRU on the CPU: kernels.py's layers.
+        return run_layers(rnn, x) if fast_path(rnn, x) else rnn(x)[0]
 
     @staticmethod
     def _run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,9 @@ from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Queues a killed trial's parameters again; twice at most, so that a trial that kills its process cannot loop.
-RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
+with warnings.catch_warnings():  # RetryHeartbeatStaleTrialCallback is marked experimental since Optuna 2.8
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
 
 
