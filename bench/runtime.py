@@ -1,4 +1,5 @@
-"""Process-wide setup: the runtime folder, the allocator, library log levels. Called from the CLI, never at import."""
+"""Process-wide setup: the runtime folder and its default stores, the one-sweep-per-store lock, the allocator, library
+log levels. Called from the CLI, never at import."""
 
 from __future__ import annotations
 
