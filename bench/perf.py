@@ -322,6 +322,38 @@ def target_checks(ratios: dict, to_reference: dict, loads: dict) -> list[str]:
     return [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
 
 
+def training_method(args: argparse.Namespace) -> str:
+    """What the training table's columns measure."""
+    return (
+        "Default hyperparameters: batch 64, lr 0.001, gradient clipping 1.0, each network's own defaults "
+        "(`bench/models.py`); data settings of `sweeps/default.yaml`. Tokens are real (non-pad) tokens. "
+        "_harness_: the sweep's trial code; _bare_: a plain PyTorch loop over the same network, optimiser and "
+        "batches; _naive_: random batches padded to `max_len`, recurrent layers over `pack_padded_sequence`, "
+        f"over the first {NAIVE_TEXTS} training texts. A timed pass covers about {args.pass_seconds:g} s of bare "
+        "training (sized by a probe pass): the first training texts, or all of them for several epochs "
+        "(_texts x epochs_). "
+        "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back "
+        "(in alternating order); "
+        f"_bare ms / step_: a bare training step ({DEFAULTS['batch_size']} texts); _harness - bare_: the difference "
+        "of their pass times per training step. "
+        "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row."
+    )
+
+
+def arithmetic_method(peak_gflops: float) -> str:
+    """What the arithmetic table's columns measure."""
+    return (
+        "_train MFLOP / token_: a training step's floating-point operations (forward, loss, backward) per real token, "
+        "counted by PyTorch's FlopCounterMode on a training batch (matrix multiplications only: averaging's "
+        "embedding means are not counted). _bare GFLOP/s_: that count times the bare loop's tokens/s; "
+        f"_% of matmul peak_: against this machine's float32 matrix multiply, {peak_gflops:.0f} GFLOP/s (a "
+        "2048 x 2048 product). _tokens/s / lstm's_: median (min-max) of the ratio within each repetition, where "
+        "the architecture's bare pass and a bare lstm pass over the same texts run back to back (in alternating "
+        "order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio its arithmetic alone "
+        "would give."
+    )
+
+
 def render_report(args: argparse.Namespace, command: str, minutes: float, results: list[dict], loads: dict,
                   peak_gflops: float) -> str:
     table, ratios = training_table(results)
@@ -338,31 +370,13 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         "",
         "## Training throughput on IMDB",
         "",
-        "Default hyperparameters: batch 64, lr 0.001, gradient clipping 1.0, each network's own defaults "
-        "(`bench/models.py`); data settings of `sweeps/default.yaml`. Tokens are real (non-pad) tokens. "
-        "_harness_: the sweep's trial code; _bare_: a plain PyTorch loop over the same network, optimiser and "
-        "batches; _naive_: random batches padded to `max_len`, recurrent layers over `pack_padded_sequence`, "
-        f"over the first {NAIVE_TEXTS} training texts. A timed pass covers about {args.pass_seconds:g} s of bare "
-        "training (sized by a probe pass): the first training texts, or all of them for several epochs "
-        "(_texts x epochs_). "
-        "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back "
-        "(in alternating order); "
-        f"_bare ms / step_: a bare training step ({DEFAULTS['batch_size']} texts); _harness - bare_: the difference "
-        "of their pass times per training step. "
-        "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row.",
+        training_method(args),
         "",
         *table,
         "",
         "## Arithmetic",
         "",
-        "_train MFLOP / token_: a training step's floating-point operations (forward, loss, backward) per real token, "
-        "counted by PyTorch's FlopCounterMode on a training batch (matrix multiplications only: averaging's "
-        "embedding means are not counted). _bare GFLOP/s_: that count times the bare loop's tokens/s; "
-        f"_% of matmul peak_: against this machine's float32 matrix multiply, {peak_gflops:.0f} GFLOP/s (a "
-        "2048 x 2048 product). _tokens/s / lstm's_: median (min-max) of the ratio within each repetition, where "
-        "the architecture's bare pass and a bare lstm pass over the same texts run back to back (in alternating "
-        "order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio its arithmetic alone "
-        "would give.",
+        arithmetic_method(peak_gflops),
         "",
         *arithmetic,
         "",
