@@ -86,7 +86,7 @@ def test_report_matches_golden_and_figures_are_real(tmp_path):
     assert "`imdb/lstm` trial 1 failed" in text and "training loss is nan" in text
     assert "`sentiment140/gru`: no finished trial yet." in text
 
-    names = ("accuracy_vs_time.png", "accuracy_vs_flops.png", "learning_curves.png")
+    names = ("accuracy_vs_time.png", "accuracy_vs_flops.png", "learning_curves.png", "tuning_budget.png")
     figures = {name: (out / "golden" / name).read_bytes() for name in names}
     for name, data in figures.items():
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
