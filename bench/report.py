@@ -21,7 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.models import ARCHITECTURES
 from bench.runtime import UserError
-from bench.stats import expected_max
+from bench.stats import expected_max, wilson_interval
 
 GENERATED_PREFIX = "_Generated at "  # the one line that differs between two reports of the same store
 LIBRARIES = ["python", "torch", "lightning", "optuna", "optuna_integration", "mlflow"]
@@ -121,6 +121,10 @@ def _median_or_none(values) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "–" if interval is None else f"{_pct(interval[0])}-{_pct(interval[1])}"
+
+
 def _significant(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
@@ -141,6 +145,12 @@ class Row:
     flops_per_token: float | None
     latency: float | None
     total_seconds: float
+
+    @property
+    def test_interval(self) -> tuple[float, float] | None:
+        """95% interval of the test accuracy from the test set's size alone (Wilson)."""
+        n = self.study.params.get("data/rows_test")
+        return None if self.test["acc"] is None or n is None else wilson_interval(self.test["acc"], int(n))
 
 
 def leaderboard_rows(client: MlflowClient, studies: list[Study]) -> list[Row]:
@@ -167,9 +177,10 @@ def leaderboard_rows(client: MlflowClient, studies: list[Study]) -> list[Row]:
     return rows
 
 
-def _mark(values: list[float | None], best_is_max: bool) -> set[int]:
+def _mark(values: list, best_is_max: bool | None) -> set[int]:
+    """Rows holding the column's best value; none for a column without a best (best_is_max None)."""
     present = [v for v in values if v is not None]
-    if len(present) < 2:  # nothing to compare
+    if best_is_max is None or len(present) < 2:  # nothing to compare
         return set()
     target = max(present) if best_is_max else min(present)
     return {i for i, v in enumerate(values) if v == target}
@@ -179,6 +190,7 @@ def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
     columns = [
         ("val acc %", lambda r: r.val_acc, _pct, True),
         ("test acc %", lambda r: r.test["acc"], _pct, True),
+        ("test acc 95% interval", lambda r: r.test_interval, _interval, None),
         ("test F1 %", lambda r: r.test["f1"], _pct, True),
         ("test AUROC %", lambda r: r.test["auroc"], _pct, True),
         ("best trial train s", lambda r: r.train_seconds, _num, False),
@@ -329,7 +341,7 @@ def tuning_budget_figure(studies: list[Study], datasets: list[str], path: Path) 
 
 
 def findings(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
-    """Claims computed from the leaderboard cells only."""
+    """Claims computed from the leaderboard cells only, and only those that their uncertainty supports."""
     lines = []
     for dataset, rows in rows_by_dataset.items():
         title = DATASET_TITLES.get(dataset, dataset)
@@ -337,13 +349,8 @@ def findings(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
         if not tested:
             lines.append(f"- {title}: no architecture has a test accuracy yet.")
             continue
+        lines.append(_best_claim(title, tested))
         best = tested[0]
-        claim = f"- {title}: `{best.study.arch}` has the best test accuracy, {_pct(best.test['acc'])}%"
-        if len(tested) > 1:
-            runner = tested[1]
-            gap = 100 * (best.test["acc"] - runner.test["acc"])
-            claim += f", {gap:.2f} points ahead of `{runner.study.arch}` ({_pct(runner.test['acc'])}%)"
-        lines.append(claim + ".")
         close = [r for r in tested if r.train_seconds is not None and best.test["acc"] - r.test["acc"] <= 0.01]
         if close:
             fastest = min(close, key=lambda r: (r.train_seconds, r.study.arch))
@@ -359,6 +366,26 @@ def findings(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
                     f"{abs(diff):.2f} points {'above' if diff >= 0 else 'below'}."
                 )
     return lines
+
+
+def _best_claim(title: str, tested: list[Row]) -> str:
+    """Which architectures the test set cannot tell apart from the highest: those whose 95% Wilson interval
+    overlaps its interval. One seed each: the spread over training seeds is not in these intervals."""
+    best = tested[0]
+    if best.test_interval is None:
+        return f"- {title}: `{best.study.arch}` has the highest test accuracy, {_pct(best.test['acc'])}%."
+    low = best.test_interval[0]
+    tied = [r.study.arch for r in tested[1:] if r.test_interval is not None and r.test_interval[1] >= low]
+    claim = (f"- {title}: the highest test accuracy is `{best.study.arch}`'s, {_pct(best.test['acc'])}% "
+             f"(95% interval {_interval(best.test_interval)} from the test set's size alone)")
+    if tied:
+        names = ", ".join(f"`{a}`" for a in tied)
+        claim += f"; the test set cannot tell {names} apart from it (their intervals overlap)"
+    below = [r.study.arch for r in tested[1:] if r.study.arch not in tied]
+    if below:
+        claim += (f"; {', '.join(f'`{a}`' for a in below)} score lower by more than that interval, on one training "
+                  "seed each")
+    return claim + "."
 
 
 def _data_table(studies: list[Study], datasets: list[str]) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import scipy.stats
+
 
 def expected_max(values: list[float], n: int) -> tuple[float, float]:
     """Mean and standard deviation of the best of n values drawn without replacement from `values`: the expected
@@ -20,3 +22,11 @@ def expected_max(values: list[float], n: int) -> tuple[float, float]:
     mean = sum(w * v for w, v in zip(weights, ordered))
     second = sum(w * v * v for w, v in zip(weights, ordered))
     return mean, math.sqrt(max(0.0, second - mean * mean))
+
+
+def wilson_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The interval that the test set's size alone puts around an accuracy measured on n texts: Wilson's score
+    interval for a binomial proportion (scipy.stats). It says nothing of the spread over training seeds."""
+    interval = scipy.stats.binomtest(round(accuracy * n), n).proportion_ci(confidence_level=confidence,
+                                                                           method="wilson")
+    return float(interval.low), float(interval.high)

@@ -7,7 +7,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bench.report import GENERATED_PREFIX, pareto, write_report
+from bench.report import GENERATED_PREFIX, Row, Study, findings, pareto, write_report
 
 GOLDEN = Path(__file__).parent / "golden" / "report.md"
 TAGS = {"sweep": "golden", "git_commit": "0123456789abcdef", "config": "sweeps/golden.yaml",
@@ -100,3 +100,12 @@ def test_report_matches_golden_and_figures_are_real(tmp_path):
 
 def test_pareto_frontier():
     assert pareto([(1, 0.5), (2, 0.4), (3, 0.7), (4, 0.6), (5, 0.9)]) == [(1, 0.5), (3, 0.7), (5, 0.9)]
+
+
+def test_findings_claim_a_gap_only_beyond_the_test_set_s_interval():
+    def row(arch, acc):
+        study = Study("imdb", arch, "run", {}, {"data/rows_test": "2000"}, {})
+        return Row(study, None, {"acc": acc}, "–", None, None, None, None, None, 0.0)
+
+    claim = findings({"imdb": [row("gru", 0.900), row("lstm", 0.895), row("bag_concat", 0.800)]})[0]
+    assert "cannot tell `lstm` apart" in claim and "`bag_concat` score lower by more than that interval" in claim

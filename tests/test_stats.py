@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bench.stats import expected_max
+from bench.stats import expected_max, wilson_interval
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -26,3 +26,13 @@ def test_expected_max_ends_and_bad_budget():
     assert expected_max(values, 3) == (0.9, 0.0)
     with pytest.raises(ValueError, match="between 1 and 3"):
         expected_max(values, 4)
+
+
+def test_wilson_interval_matches_its_closed_form():
+    # Wilson (1927): (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z the normal 97.5% quantile.
+    z = 1.959963984540054
+    for correct, n in [(292, 359), (22125, 25000), (3, 10)]:
+        p = correct / n
+        centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        expected = ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+        assert wilson_interval(p, n) == pytest.approx(expected, abs=1e-9)
