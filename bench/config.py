@@ -117,6 +117,9 @@ class StudySettings(Strict):
     max_epochs: PositiveInt | dict[str, PositiveInt] = Field(
         5, description="epochs per trial: one number, or one per dataset (`{imdb: 2, sentiment140: 1}`)")
     patience: int = Field(2, ge=1, description="early stopping: epochs without a better `val/acc`")
+    replicates: int = Field(0, ge=0, description="after the search, retrainings of the best configuration with other "
+                                                 "seeds (initialisation, data order, dropout; the splits stay), each "
+                                                 "evaluated once on test")
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
 

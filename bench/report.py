@@ -21,7 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.models import ARCHITECTURES
 from bench.runtime import UserError
-from bench.stats import expected_max, wilson_interval
+from bench.stats import expected_max, mean_interval, wilson_interval
 
 GENERATED_PREFIX = "_Generated at "  # the one line that differs between two reports of the same store
 LIBRARIES = ["python", "torch", "lightning", "optuna", "optuna_integration", "mlflow"]
@@ -59,6 +59,8 @@ class Study:
     params: dict
     metrics: dict
     trials: list[Trial] = field(default_factory=list)
+    # Test accuracy of each finished retraining of the best trial's configuration with another seed.
+    replicate_accuracies: list[float] = field(default_factory=list)
 
     @property
     def best(self) -> Trial | None:
@@ -91,6 +93,10 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
         if parent not in studies:
             continue
         m = r.data.metrics
+        if "replicate" in r.data.tags:
+            if r.data.tags.get("replicate_of_trial") == studies[parent].tags.get("best_trial") and "test/acc" in m:
+                studies[parent].replicate_accuracies.append(m["test/acc"])
+            continue
         studies[parent].trials.append(Trial(
             run_id=r.info.run_id,
             number=int(r.data.tags.get("trial", -1)),
@@ -410,6 +416,21 @@ def _short(value: str) -> str:
     return value
 
 
+def _replicates_table(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
+    lines = ["| dataset | architecture | replicates | test acc % mean | 95% interval over seeds | min-max "
+             "| best trial's test acc % |", "|---|---|---|---|---|---|---|"]
+    for dataset, rows in rows_by_dataset.items():
+        for r in rows:
+            accuracies = r.study.replicate_accuracies
+            if not accuracies:
+                continue
+            interval = mean_interval(accuracies)
+            lines.append(f"| {DATASET_TITLES.get(dataset, dataset)} | `{r.study.arch}` | {len(accuracies)} "
+                         f"| {_pct(statistics.mean(accuracies))} | {_interval(interval)} "
+                         f"| {_pct(min(accuracies))}-{_pct(max(accuracies))} | {_pct(r.test['acc'])} |")
+    return lines if len(lines) > 2 else []
+
+
 def _architecture_details(studies: list[Study]) -> list[str]:
     lines = []
     for s in studies:
@@ -512,6 +533,13 @@ def render_markdown(sweep: str, studies: list[Study], rows_by_dataset: dict[str,
         "## Findings", "", *findings(rows_by_dataset), "",
         "## Best hyperparameters and their importance", "", *_architecture_details(studies), "",
     ]
+    replicates = _replicates_table(rows_by_dataset)
+    if replicates:
+        lines += ["## Replicates", "",
+                  "The best trial's configuration retrained with other seeds (initialisation, data order, dropout; "
+                  "the same splits), each evaluated once on test. The interval is Student's t over the seeds "
+                  "(scipy.stats), which assumes their accuracies are normally distributed around the mean.", "",
+                  *replicates, ""]
     problems = _problems(studies)
     if problems:
         lines += ["## Missing or failed", "", *problems, ""]

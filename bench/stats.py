@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import scipy.stats
 
@@ -30,3 +31,12 @@ def wilson_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[
     interval = scipy.stats.binomtest(round(accuracy * n), n).proportion_ci(confidence_level=confidence,
                                                                            method="wilson")
     return float(interval.low), float(interval.high)
+
+
+def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student's t interval for the mean of a few values (scipy.stats); None for fewer than two."""
+    if len(values) < 2:
+        return None
+    low, high = scipy.stats.t.interval(confidence, len(values) - 1, loc=statistics.mean(values),
+                                       scale=scipy.stats.sem(values))
+    return float(low), float(high)

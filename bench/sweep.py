@@ -22,7 +22,9 @@ from pathlib import Path
 
 import lightning as L
 import mlflow
+import numpy as np
 import optuna
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
@@ -32,6 +34,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 from sqlalchemy.engine import make_url
+from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
 from bench import data as bench_data
 from bench.config import TRAINING_PARAMS, CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig
@@ -45,6 +48,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 with warnings.catch_warnings():  # RetryHeartbeatStaleTrialCallback is marked experimental since Optuna 2.8
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
+REPLICATE_SEEDS = 1_000_000  # replicate r trains with seed + this + r: no trial's seed (seed + trial number)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
 
 
@@ -218,17 +222,12 @@ def split_params(params: dict) -> tuple[dict, dict]:
 
 
 @contextlib.contextmanager
-def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
-    """The trial's MLflow child run, closed with the trial's final state (complete, pruned, failed or killed) and
-    error. An interrupted trial's parameters are queued to run again."""
-    run = ctx.client.create_run(
-        ctx.experiment_id,
-        run_name=f"{ctx.dataset}-{ctx.arch}-trial-{trial.number}",
-        tags={**run_tags(ctx.cfg, ctx.dataset, ctx.arch), MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
-              "trial": str(trial.number)},
-    )
+def child_run(ctx: StudyContext, name: str, tags: dict, params: dict):
+    """An MLflow child run of the study's run, closed with its final state (complete, pruned, failed or killed)
+    and, on failure, the error and its traceback (error.txt)."""
+    run = ctx.client.create_run(ctx.experiment_id, run_name=f"{ctx.dataset}-{ctx.arch}-{name}", tags={
+        **run_tags(ctx.cfg, ctx.dataset, ctx.arch), MLFLOW_PARENT_RUN_ID: ctx.parent_run_id, **tags})
     run_id = run.info.run_id
-    trial.set_user_attr("mlflow_run_id", run_id)
     ctx.client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
     state = "failed"
     try:
@@ -238,14 +237,11 @@ def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
         state = "pruned"
         raise
     except Exception as error:
-        message = f"{type(error).__name__}: {error}"[:500]
-        trial.set_user_attr("error", message)
-        ctx.client.set_tag(run_id, "error", message)
+        ctx.client.set_tag(run_id, "error", error_message(error))
         ctx.client.log_text(run_id, traceback.format_exc(), "error.txt")
         raise
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, which Lightning turns into SystemExit
         state = "killed"
-        RETRY_KILLED(trial.study, next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
         raise KeyboardInterrupt from None
     finally:
         ctx.client.set_tag(run_id, "state", state)
@@ -253,25 +249,53 @@ def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
         release_freed_memory()
 
 
+def error_message(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+@contextlib.contextmanager
+def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
+    """The trial's child run; the trial keeps its run id and error, and an interrupted trial's parameters are
+    queued to run again."""
+    with child_run(ctx, f"trial-{trial.number}", {"trial": str(trial.number)}, params) as run_id:
+        trial.set_user_attr("mlflow_run_id", run_id)
+        try:
+            yield run_id
+        except Exception as error:
+            trial.set_user_attr("error", error_message(error))
+            raise
+        except (KeyboardInterrupt, SystemExit):  # as child_run: Lightning turns Ctrl-C into SystemExit
+            RETRY_KILLED(trial.study, next(t for t in trial.study.get_trials(deepcopy=False)
+                                           if t.number == trial.number))
+            raise
+
+
 def fit_trial(trial: optuna.Trial, ctx: StudyContext, params: dict, run_id: str) -> ClassifierModule:
-    """Build the network and train it, reporting each epoch's val/acc to Optuna; raises TrialPruned if pruned."""
+    """Train the trial's network, reporting each epoch's val/acc to Optuna; raises TrialPruned if pruned."""
+    pruning = PyTorchLightningPruningCallback(trial, monitor="val/acc")
+    module = fit_network(ctx, params, run_id, ctx.cfg.seed + trial.number, [pruning], f"trial {trial.number}")
+    pruning.check_pruned()
+    return module
+
+
+def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbacks: list, label: str):
+    """Build the network from `params` and train it, its initialisation, data order and dropout drawn from `seed`;
+    `label` names it in the progress lines."""
     cfg = ctx.cfg
     training, network_params = split_params(params)
-    L.seed_everything(cfg.seed + trial.number, verbose=False)
+    L.seed_everything(seed, verbose=False)
     network = build_network(ctx.arch, ctx.data.vocab_size, **network_params)
     ctx.client.log_param(run_id, "n_params", sum(p.numel() for p in network.parameters()))
     module = ClassifierModule(network, lr=training["lr"], weight_decay=training["weight_decay"],
                               grad_clip=training["grad_clip"])
     logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
-    pruning = PyTorchLightningPruningCallback(trial, monitor="val/acc")
-    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), pruning]
+    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), *callbacks]
     if not sys.stderr.isatty():
-        callbacks.append(EpochLines(f"{ctx.prefix} trial {trial.number}"))
+        callbacks.append(EpochLines(f"{ctx.prefix} {label}"))
     trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset))
-    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True,
-                                     seed=cfg.seed + trial.number, group=BATCHES_PER_CALL)
+    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=seed,
+                                     group=BATCHES_PER_CALL)
     trainer.fit(module, train_loader, bench_data.loader(ctx.data.val, 512, shuffle=False))
-    pruning.check_pruned()
     return module
 
 
@@ -388,6 +412,53 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
     return metrics
 
 
+def run_replicates(ctx: StudyContext, study: optuna.Study) -> None:
+    """Retrain the best trial's configuration `study.replicates` times with other seeds, each evaluated once on test
+    with its predictions kept. A finished replicate is never rerun; a killed one is."""
+    if not ctx.cfg.study.replicates or not _has_complete(study):
+        return
+    best = study.best_trial
+    finished = dict(study.user_attrs.get("replicates", {}))  # "best trial/replicate" -> MLflow run id
+    for r in range(ctx.cfg.study.replicates):
+        key = f"{best.number}/{r}"
+        if key in finished:
+            continue
+        tags = {"replicate": str(r), "replicate_of_trial": str(best.number)}
+        try:
+            with child_run(ctx, f"replicate-{r}", tags, best.params) as run_id:
+                seed = ctx.cfg.seed + REPLICATE_SEEDS + r
+                module = fit_network(ctx, best.params, run_id, seed, [], f"replicate {r}")
+                module.restore_best()
+                accuracy = log_test_predictions(ctx, module.network, run_id)
+        except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
+            log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
+            continue
+        finished[key] = run_id
+        study.set_user_attr("replicates", finished)
+        log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} of trial {best.number}: "
+            f"test/acc {accuracy:.4f}")
+
+
+@torch.no_grad()
+def log_test_predictions(ctx: StudyContext, network: torch.nn.Module, run_id: str) -> float:
+    """Test metrics, and each test row's label and probability (test_predictions.csv), on the run; returns the
+    accuracy."""
+    network.eval()
+    split, device = ctx.data.test, next(network.parameters()).device
+    probability = np.empty(len(split), dtype=np.float32)
+    for rows in bench_data.BucketBatches(split.lengths, 512, shuffle=False):
+        ids, lengths, _ = bench_data.Batches(split)[rows]
+        probability[rows] = torch.sigmoid(network(ids.to(device), lengths.to(device)).float()).cpu().numpy()
+    scores, labels = torch.from_numpy(probability), torch.from_numpy(split.labels)
+    metrics = {"test/acc": binary_accuracy(scores, labels), "test/f1": binary_f1_score(scores, labels),
+               "test/auroc": binary_auroc(scores, labels)}
+    ctx.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                                          for k, v in metrics.items()])
+    predictions = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "probability": probability})
+    ctx.client.log_text(run_id, predictions.to_csv(index=False), "test_predictions.csv")
+    return float(metrics["test/acc"])
+
+
 @torch.no_grad()
 def inference_ms_per_1k(network: torch.nn.Module, loader, n_texts: int) -> float:
     """Milliseconds to classify 1,000 encoded texts on the CPU, in batches of the loader's size."""
@@ -490,6 +561,7 @@ def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> d
             log_data_stats(client, ctx.parent_run_id, data.stats)
             run_study(ctx, study)
             results[(dataset, arch)] = evaluate_best(ctx, study)
+            run_replicates(ctx, study)
             close_study_run(ctx, study)
     log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - sweep_start)}")
     return results

@@ -75,3 +75,29 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
 def test_bad_config_exits_with_a_clear_error(runtime, tiny_sweep, capsys):
     assert main(["sweep", str(tiny_sweep), "study.max_epochs=0"]) == 2
     assert "study.max_epochs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replicates_are_tested_kept_and_resumed(runtime, tiny_sweep, tmp_path):
+    def replicate_runs():
+        client = MlflowClient(sweep.tracking_uri(load_config(tiny_sweep)))
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.replicate != ''")
+        return client, {r.data.tags["replicate"]: r for r in runs}
+
+    reports = ["--reports", str(tmp_path / "reports")]
+    assert main(["sweep", str(tiny_sweep), "study.replicates=2", *reports]) == 0
+    client, first = replicate_runs()
+    assert set(first) == {"0", "1"} and all(r.info.status == "FINISHED" for r in first.values())
+    predictions = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=first["0"].info.run_id, artifact_path="test_predictions.csv", tracking_uri=client.tracking_uri))
+    assert len(predictions) == 120 and predictions["probability"].between(0, 1).all()
+    accuracy = ((predictions["probability"] > 0.5) == predictions["label"]).mean()
+    assert first["0"].data.metrics["test/acc"] == pytest.approx(accuracy)
+    report = (tmp_path / "reports" / "tiny" / "README.md").read_text()
+    assert "## Replicates" in report and "| IMDB | `averaging` | 2 |" in report and "| 2/0/0 |" in report
+
+    # A larger count adds only the missing replicate: finished ones are kept, not rerun.
+    assert main(["sweep", str(tiny_sweep), "study.replicates=3", *reports]) == 0
+    _, second = replicate_runs()
+    assert set(second) == {"0", "1", "2"}
+    assert all(second[r].info.run_id == first[r].info.run_id for r in first)

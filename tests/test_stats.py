@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bench.stats import expected_max, wilson_interval
+from bench.stats import expected_max, mean_interval, wilson_interval
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -36,3 +36,13 @@ def test_wilson_interval_matches_its_closed_form():
         centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
         expected = ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
         assert wilson_interval(p, n) == pytest.approx(expected, abs=1e-9)
+
+
+def test_mean_interval_covers_a_known_mean_as_often_as_it_says():
+    rng = random.Random(0)
+    draws = [[rng.gauss(10.0, 2.0) for _ in range(3)] for _ in range(4000)]
+    coverage = sum(low <= 10.0 <= high for low, high in map(mean_interval, draws)) / len(draws)
+    assert 0.93 < coverage < 0.97
+    assert mean_interval([1.0, 2.0, 3.0]) == pytest.approx((2 - 4.302652729911275 / math.sqrt(3),
+                                                            2 + 4.302652729911275 / math.sqrt(3)))
+    assert mean_interval([0.5]) is None
