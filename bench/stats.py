@@ -37,6 +37,8 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float,
     """Student's t interval for the mean of a few values (scipy.stats); None for fewer than two."""
     if len(values) < 2:
         return None
-    low, high = scipy.stats.t.interval(confidence, len(values) - 1, loc=statistics.mean(values),
-                                       scale=scipy.stats.sem(values))
+    mean, sem = statistics.mean(values), scipy.stats.sem(values)
+    if sem == 0:  # identical values: scipy's interval would be nan
+        return mean, mean
+    low, high = scipy.stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
     return float(low), float(high)

@@ -45,4 +45,4 @@ def test_mean_interval_covers_a_known_mean_as_often_as_it_says():
     assert 0.93 < coverage < 0.97
     assert mean_interval([1.0, 2.0, 3.0]) == pytest.approx((2 - 4.302652729911275 / math.sqrt(3),
                                                             2 + 4.302652729911275 / math.sqrt(3)))
-    assert mean_interval([0.5]) is None
+    assert mean_interval([0.5]) is None and mean_interval([0.5, 0.5]) == (0.5, 0.5)
