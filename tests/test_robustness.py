@@ -46,6 +46,7 @@ def test_every_shipped_sweep_takes_any_single_architecture_or_dataset(config):
         assert load_config(config, [f"architectures=[{arch}]"]).architectures == [arch]
     for dataset in datasets:
         assert load_config(config, [f"datasets=[{dataset}]"]).datasets == [dataset]
+    sweep.check_networks_build(load_config(config), config)  # no value of its search spaces is refused
 
 
 def test_null_text_names_the_file_and_rows(runtime, tiny_sweep, mirror, capsys):
