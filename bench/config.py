@@ -224,8 +224,8 @@ class SweepConfig(Strict):
 
     def space_for(self, arch: str, dataset: str) -> SearchSpace:
         # A network parameter of a dataset's space (bag_len for tweets) applies to the architectures that have it.
-        per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items()
-                       if k in allowed_params(arch)}
+        allowed = allowed_params(arch)
+        per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items() if k in allowed}
         return {**self.search_space, **self.search_spaces.get(arch, {}), **per_dataset}
 
 

@@ -84,8 +84,14 @@ class TanhRNNLayer(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         h, w_hh = ctx.saved_tensors
         dpre = _compiled(_tanh_rnn_backward)(grad.contiguous(), 1 - h[1:] * h[1:], w_hh)
-        flat = dpre.reshape(-1, dpre.shape[-1])
-        return dpre, flat.t() @ h[:-1].reshape(-1, h.shape[-1]), flat.sum(0)
+        return dpre, *_recurrent_weight_grads(dpre, h[:-1])
+
+
+def _recurrent_weight_grads(dgates: Tensor, h_prev: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of W_hh and b_hh from every step's gate gradients and the state before the step: one multiply
+    after the loop rather than one per step."""
+    flat = dgates.reshape(-1, dgates.shape[-1])
+    return flat.t() @ h_prev.reshape(-1, h_prev.shape[-1]), flat.sum(0)
 
 
 def _gru_forward(xw: Tensor, xn2: Tensor, w_hh_t: Tensor, b_hh: Tensor):
@@ -143,5 +149,4 @@ class GRULayer(torch.autograd.Function):
         c = gh[..., 2 * hidden :] * r * (1 - r)
         dgates, dn = _compiled(_gru_backward)(grad.contiguous(), a, bz, c, r.contiguous(), z.contiguous(), w_hh)
         dxw = torch.cat([dgates[..., : 2 * hidden], dn], dim=-1)
-        flat = dgates.reshape(-1, 3 * hidden)
-        return dxw, flat.t() @ h[:-1].reshape(-1, hidden), flat.sum(0)
+        return dxw, *_recurrent_weight_grads(dgates, h[:-1])

@@ -286,9 +286,9 @@ def accuracy_vs_cost_figure(studies: list[Study], datasets: list[str], cost: str
         points = []
         for s in (s for s in studies if s.dataset == dataset):
             trials = [t for t in s.trials if t.val_acc is not None and cost_of(t) is not None]
-            xs, ys = [cost_of(t) for t in trials], [100 * t.val_acc for t in trials]
             if not trials:
                 continue
+            xs, ys = [cost_of(t) for t in trials], [100 * t.val_acc for t in trials]
             ax.scatter(xs, ys, color=colors[s.arch], label=s.arch, alpha=0.8, s=28)
             points += zip(xs, ys)
         frontier = pareto(points)
@@ -332,7 +332,8 @@ def tuning_budget_figure(studies: list[Study], datasets: list[str], path: Path) 
             budgets = range(1, len(trials) + 1)
             mean, std = zip(*(expected_max([100 * t.val_acc for t in trials], n) for n in budgets))
             low, high = [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)]
-            seconds = [n * statistics.mean(t.run_seconds for t in trials) for n in budgets]
+            seconds_per_trial = statistics.mean(t.run_seconds for t in trials)
+            seconds = [n * seconds_per_trial for n in budgets]
             for ax, xs in ((axes[0][column], list(budgets)), (axes[1][column], seconds)):
                 ax.plot(xs, mean, color=colors[s.arch], label=s.arch, marker="o", markersize=3)
                 ax.fill_between(xs, low, high, color=colors[s.arch], alpha=0.15, linewidth=0)
