@@ -95,6 +95,9 @@ class DataSettings(Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified share of train held out for validation")
     train_size: int | None = Field(None, ge=10, description="stratified subsample of train before the split; "
                                                             "null: all")
+    heldout_size: int | None = Field(None, ge=10, description="stratified sample of train set aside first, never "
+                                                              "trained or tuned on: a second, in-distribution test "
+                                                              "split; null: none")
 
 
 class SamplerSettings(Strict):
@@ -117,11 +120,24 @@ class StudySettings(Strict):
     max_epochs: PositiveInt | dict[str, PositiveInt] = Field(
         5, description="epochs per trial: one number, or one per dataset (`{imdb: 2, sentiment140: 1}`)")
     patience: int = Field(2, ge=1, description="early stopping: epochs without a better `val/acc`")
+    validations_per_epoch: PositiveInt | dict[str, PositiveInt] = Field(
+        1, description="validations per epoch, evenly spaced, the last at its end (learning-curve points): one "
+                       "number, or one per dataset; pruning reads the epoch ends only")
+    target_val_acc: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        {}, description="`<dataset>: accuracy`: the validation accuracy whose time to reach the report tabulates over "
+                        "the replicates")
     replicates: int = Field(0, ge=0, description="after the search, retrainings of the best configuration with other "
                                                  "seeds (initialisation, data order, dropout; the splits stay), each "
                                                  "evaluated once on test")
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
+
+    @field_validator("target_val_acc")
+    @classmethod
+    def _targets_of_known_datasets(cls, targets):
+        for dataset in targets:
+            _known(dataset, _datasets(), "dataset")
+        return targets
 
     @model_validator(mode="after")
     def _budget(self):
@@ -199,17 +215,21 @@ class SweepConfig(Strict):
         for arch in self.architectures:
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
-        if isinstance(self.study.max_epochs, dict):
-            unknown = sorted(set(self.study.max_epochs) - set(_datasets()))
-            missing = [d for d in self.datasets if d not in self.study.max_epochs]
-            if unknown or missing:
-                raise ValueError(f"study.max_epochs: unknown dataset(s) {unknown}, no value for dataset(s) {missing}; "
-                                 f"datasets: {', '.join(_datasets())}")
+        for key in ("max_epochs", "validations_per_epoch"):
+            values = getattr(self.study, key)
+            if isinstance(values, dict):
+                unknown = sorted(set(values) - set(_datasets()))
+                missing = [d for d in self.datasets if d not in values]
+                if unknown or missing:
+                    raise ValueError(f"study.{key}: unknown dataset(s) {unknown}, no value for dataset(s) {missing}; "
+                                     f"datasets: {', '.join(_datasets())}")
         return self
 
     def max_epochs(self, dataset: str) -> int:
-        epochs = self.study.max_epochs
-        return epochs[dataset] if isinstance(epochs, dict) else epochs
+        return _for_dataset(self.study.max_epochs, dataset)
+
+    def validations_per_epoch(self, dataset: str) -> int:
+        return _for_dataset(self.study.validations_per_epoch, dataset)
 
     def data_for(self, dataset: str) -> DataSettings:
         return self.data.get(dataset, DataSettings())
@@ -227,6 +247,10 @@ class SweepConfig(Strict):
         allowed = allowed_params(arch)
         per_dataset = {k: v for k, v in self.dataset_search_spaces.get(dataset, {}).items() if k in allowed}
         return {**self.search_space, **self.search_spaces.get(arch, {}), **per_dataset}
+
+
+def _for_dataset(setting: int | dict[str, int], dataset: str) -> int:
+    return setting[dataset] if isinstance(setting, dict) else setting
 
 
 # The registries import torch: loaded only once a config names something, so that `bench --help` answers at once.

@@ -22,7 +22,7 @@ from bench.runtime import UserError, runtime_dir
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
-CACHE_VERSION = 2  # bump when the encoding below changes
+CACHE_VERSION = 3  # bump when the encoding below changes
 ENCODE_CHUNK = 50_000  # texts per tokenizer call
 
 
@@ -68,6 +68,7 @@ class EncodedDataset:
     val: Split
     test: Split
     stats: dict  # rows per split, dropped rows, vocabulary size, token-length statistics
+    heldout: Split | None = None  # in-distribution test rows set aside from the training file
 
     @property
     def vocab_size(self) -> int:
@@ -214,9 +215,15 @@ def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
     to_class = np.vectorize(spec.label_map.get, otypes=[np.int64])
 
     raw_train = np.asarray(train_src.data.column(spec.label_column))
-    keep = np.arange(len(raw_train))
+    keep, heldout_idx = np.arange(len(raw_train)), None
+    if settings.heldout_size is not None:  # set aside first: no train_size or val draw can reach these rows
+        if settings.heldout_size >= len(raw_train):
+            raise DataError(f"data.{name}.heldout_size: {settings.heldout_size} must be below the {len(raw_train)} "
+                            "rows of the training file, which also gives train and validation")
+        heldout_idx = rng.permutation(stratified_subset(raw_train, settings.heldout_size, rng))
+        keep = np.setdiff1d(keep, heldout_idx)
     if settings.train_size is not None and settings.train_size < len(keep):
-        keep = stratified_subset(raw_train, settings.train_size, rng)
+        keep = keep[stratified_subset(raw_train[keep], settings.train_size, rng)]
     val_idx_local = stratified_subset(raw_train[keep], settings.val_fraction, rng)
     is_val = np.zeros(len(keep), dtype=bool)
     is_val[val_idx_local] = True
@@ -240,16 +247,21 @@ def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
     train = encode(tokenizer, train_texts, to_class(raw_train[train_idx]))
     val = encode(tokenizer, val_texts, to_class(raw_train[val_idx]))
     test = encode(tokenizer, test_texts, to_class(raw_test[test_keep]))
+    heldout = None
+    if heldout_idx is not None:
+        heldout = encode(tokenizer, texts.take(heldout_idx).to_pylist(), to_class(raw_train[heldout_idx]))
     stats = {
-        "rows": {"train": len(train), "val": len(val), "test": len(test)},
+        "rows": {"train": len(train), "val": len(val), "test": len(test),
+                 **({"heldout": len(heldout)} if heldout is not None else {})},
         "dropped_test_rows": int(len(raw_test) - len(test_keep)),
         "source_rows": {"train": len(raw_train), "test": len(raw_test)},
         "vocab_size": tokenizer.get_vocab_size(),
         "train_tokens": _length_stats(train),
     }
-    return EncodedDataset(name, tokenizer, train, val, test, stats)
+    return EncodedDataset(name, tokenizer, train, val, test, stats, heldout)
 
 
+SPLITS = ("train", "val", "test", "heldout")
 _MEMO: dict[str, EncodedDataset] = {}  # one encoding per dataset and process, shared by every trial
 
 
@@ -282,8 +294,10 @@ def load(name: str, settings, seed: int, data_dir: str | None = None, log=print)
 def _write_cache(dataset: EncodedDataset, path: Path) -> None:
     arrays = {"tokenizer": np.frombuffer(dataset.tokenizer.to_str().encode(), dtype=np.uint8),
               "stats": np.frombuffer(json.dumps(dataset.stats).encode(), dtype=np.uint8)}
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         s = getattr(dataset, split)
+        if s is None:
+            continue
         arrays.update({f"{split}_ids": s.ids, f"{split}_offsets": s.offsets, f"{split}_labels": s.labels})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -293,7 +307,8 @@ def _write_cache(dataset: EncodedDataset, path: Path) -> None:
 
 def _read_cache(name: str, path: Path) -> EncodedDataset:
     with np.load(path) as f:
-        splits = {s: Split(f[f"{s}_ids"], f[f"{s}_offsets"], f[f"{s}_labels"]) for s in ("train", "val", "test")}
+        splits = {s: Split(f[f"{s}_ids"], f[f"{s}_offsets"], f[f"{s}_labels"]) if f"{s}_ids" in f else None
+                  for s in SPLITS}
         tokenizer = Tokenizer.from_str(f["tokenizer"].tobytes().decode())
         stats = json.loads(f["stats"].tobytes().decode())
     return EncodedDataset(name, tokenizer, stats=stats, **splits)
@@ -330,18 +345,21 @@ class BucketBatches(torch.utils.data.Sampler):
 
 
 class Groups(torch.utils.data.Sampler):
-    """Consecutive batches of a batch sampler, `size` at a time (the last group may be shorter)."""
+    """The batches of a batch sampler in `count` consecutive groups of near-equal size."""
 
-    def __init__(self, batches: torch.utils.data.Sampler, size: int):
-        self.batches, self.size = batches, size
+    def __init__(self, batches: torch.utils.data.Sampler, count: int):
+        if not 1 <= count <= len(batches):
+            raise ValueError(f"{count} groups of {len(batches)} batches: each group needs a batch")
+        self.batches, self.count = batches, count
 
     def __iter__(self):
-        batches = iter(self.batches)
-        while group := list(itertools.islice(batches, self.size)):
-            yield group
+        batches = list(self.batches)
+        bounds = np.linspace(0, len(batches), self.count + 1).round().astype(int)
+        for start, end in itertools.pairwise(bounds):
+            yield batches[start:end]
 
     def __len__(self) -> int:
-        return -(-len(self.batches) // self.size)
+        return self.count
 
 
 class Batches(torch.utils.data.Dataset):
@@ -366,11 +384,12 @@ class Batches(torch.utils.data.Dataset):
 
 
 def loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0,
-           group: int | None = None) -> torch.utils.data.DataLoader:
-    """Batches of `batch_size` texts; with `group`, lists of that many batches (what training steps through)."""
+           groups: int | None = None) -> torch.utils.data.DataLoader:
+    """Batches of `batch_size` texts; with `groups`, an epoch's batches as that many lists of consecutive batches
+    (what training steps through)."""
     sampler = BucketBatches(split.lengths, batch_size, shuffle, seed)
-    if group is not None:
-        sampler = Groups(sampler, group)
+    if groups is not None:
+        sampler = Groups(sampler, groups)
     # batch_size=None: the sampler yields whole batches (or groups), which Batches pads in one go.
     return torch.utils.data.DataLoader(Batches(split), sampler=sampler, batch_size=None,
                                        pin_memory=torch.cuda.is_available())

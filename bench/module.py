@@ -1,4 +1,4 @@
-"""The LightningModule that trains any registered network: loss, metrics per stage, optimiser."""
+"""The LightningModule that trains any registered network: loss, training and validation metrics, optimiser."""
 
 from __future__ import annotations
 
@@ -12,9 +12,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-# Training batches per training_step call (the training loader's `group`): Lightning's own work between two calls
-# is paid once per group rather than once per step (docs/performance.md).
+from bench import data as bench_data
+
+# Training batches per training_step call, about (the training loader's groups): Lightning's own work between two
+# calls is paid once per group rather than once per step (docs/performance.md).
 BATCHES_PER_CALL = 32
+
+
+def training_loader(split: bench_data.Split, batch_size: int, seed: int, validations: int = 1):
+    """The training batches, shuffled, in groups of about BATCHES_PER_CALL; the epoch's group count is a multiple of
+    `validations`, so that validating every len(loader) // validations groups spaces them evenly, the last at the
+    epoch's end."""
+    batches = -(-len(split) // batch_size)
+    validations = min(validations, batches)
+    groups = validations * -(-batches // (validations * BATCHES_PER_CALL))
+    return bench_data.loader(split, batch_size, shuffle=True, seed=seed, groups=groups)
 
 
 def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> float:
@@ -31,10 +43,6 @@ def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: tor
         logits = counted(ids.cpu(), lengths.cpu())
         nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
     return counter.get_total_flops() / float(lengths.sum())
-
-
-def _metrics(prefix: str) -> MetricCollection:
-    return MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix=prefix)
 
 
 class ClassifierModule(L.LightningModule):
@@ -54,11 +62,13 @@ class ClassifierModule(L.LightningModule):
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.train_acc = BinaryAccuracy()
         self._epoch_outputs: list[tuple[torch.Tensor, ...]] = []  # (loss, logits, labels, lengths) per step
-        self.val_metrics, self.test_metrics = _metrics("val/"), _metrics("test/")
+        self.val_metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()},
+                                            prefix="val/")
         self.val_acc_best = MaxMetric()
         self.best_state: dict | None = None  # weights of the best validation epoch, kept in memory
-        self._epoch_start = self._fit_start = self._train_seconds = 0.0
-        self.tokens_trained = 0  # real tokens of every training epoch so far
+        self._fit_start = self._interval_start = 0.0
+        self._interval_seconds = self._epoch_seconds = 0.0  # training seconds since the last validation, and this epoch
+        self.tokens_trained = 0  # real tokens trained on so far
         self.flops_per_token: float | None = None  # of a training step, counted once, after the first epoch
         self._flops_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # (ids, lengths) it is counted on
 
@@ -74,7 +84,8 @@ class ClassifierModule(L.LightningModule):
         self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self):
-        self._epoch_start = time.perf_counter()
+        self._interval_start = time.perf_counter()
+        self._epoch_seconds = 0.0
         self._epoch_outputs = []
 
     def training_step(self, batches, batch_idx):
@@ -94,10 +105,11 @@ class ClassifierModule(L.LightningModule):
             self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
 
     def on_validation_epoch_start(self):
-        if self.trainer.state.fn == "fit":  # validation closes each training epoch: the training part is done
+        if self.trainer.state.fn == "fit":  # validation closes a stretch of training: time it
             if self.device.type == "cuda":
                 torch.cuda.synchronize()  # the last steps may still be running
-            self._train_seconds = time.perf_counter() - self._epoch_start
+            self._interval_seconds = time.perf_counter() - self._interval_start
+            self._epoch_seconds += self._interval_seconds
 
     def validation_step(self, batch, batch_idx):
         logits, labels, loss = self._step(batch)
@@ -113,27 +125,36 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best.update(acc)
         self.log_dict(metrics)
         self.log("val/acc_best", self.val_acc_best.compute())
-        # Training metrics are logged here too, so that a trial pruned in this epoch still records them.
+        # Training metrics of the steps since the last validation are logged here too, so that a pruned trial still
+        # records them.
         if self.trainer.state.fn == "fit":
-            losses, logits, labels, lengths = zip(*self._epoch_outputs)
-            self._epoch_outputs = []
-            self.train_loss.update(torch.stack(losses), torch.tensor([len(y) for y in labels], device=self.device))
-            # Predicted labels, not logits, which torchmetrics would read as probabilities if all were in [0, 1].
-            self.train_acc.update((torch.cat(logits) > 0).long(), torch.cat(labels))
-            train_loss = self.train_loss.compute()
-            if not torch.isfinite(train_loss):
-                raise FloatingPointError(f"training loss is {train_loss.item()} at epoch {self.current_epoch}")
-            self.log("train/loss", train_loss)
-            self.log("train/acc", self.train_acc.compute())
-            self.log("train/epoch_time_s", self._train_seconds)
-            tokens = torch.cat(lengths).sum().item()
-            self.tokens_trained += tokens
-            self.log("train/tokens_per_s", tokens / self._train_seconds)
-            self._log_training_cost()
-            self.train_loss.reset()
-            self.train_acc.reset()
+            self._log_training_interval()
         # Wall-clock seconds since fit start, for learning curves against time rather than epochs.
         self.log("time/elapsed_s", time.perf_counter() - self._fit_start)
+
+    def on_validation_end(self):
+        if self.trainer.state.fn == "fit":
+            self._interval_start = time.perf_counter()  # validation time is not training time
+
+    def _log_training_interval(self) -> None:
+        losses, logits, labels, lengths = zip(*self._epoch_outputs)
+        self._epoch_outputs = []
+        self.train_loss.update(torch.stack(losses), torch.tensor([len(y) for y in labels], device=self.device))
+        # Predicted labels, not logits, which torchmetrics would read as probabilities if all were in [0, 1].
+        self.train_acc.update((torch.cat(logits) > 0).long(), torch.cat(labels))
+        train_loss = self.train_loss.compute()
+        if not torch.isfinite(train_loss):
+            raise FloatingPointError(f"training loss is {train_loss.item()} at epoch {self.current_epoch}")
+        self.log("train/loss", train_loss)
+        self.log("train/acc", self.train_acc.compute())
+        if self.trainer.is_last_batch:  # this validation closes the epoch
+            self.log("train/epoch_time_s", self._epoch_seconds)
+        tokens = torch.cat(lengths).sum().item()
+        self.tokens_trained += tokens
+        self.log("train/tokens_per_s", tokens / self._interval_seconds)
+        self._log_training_cost()
+        self.train_loss.reset()
+        self.train_acc.reset()
 
     def _log_training_cost(self) -> None:
         """A cost that does not depend on the machine: training FLOPs per token, and in all so far."""
@@ -145,15 +166,6 @@ class ClassifierModule(L.LightningModule):
     def restore_best(self) -> None:
         if self.best_state is not None:
             self.network.load_state_dict(self.best_state)
-
-    def test_step(self, batch, batch_idx):
-        logits, labels, loss = self._step(batch)
-        self.test_metrics.update(logits, labels)
-        self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
-
-    def on_test_epoch_end(self):
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
 
     def configure_optimizers(self):
         # fused: one kernel over all parameters, much faster over large embedding tables on CPU too.

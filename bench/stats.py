@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 
+import numpy as np
 import scipy.stats
 
 
@@ -42,3 +44,50 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float,
         return mean, mean
     low, high = scipy.stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
     return float(low), float(high)
+
+
+def paired_test(correct_a: np.ndarray, correct_b: np.ndarray, n_resamples: int = 999) -> tuple[float, float]:
+    """Accuracy difference of A over B on the same test rows, and its two-sided p-value under the null that neither
+    is better on any row: a paired sign-flip permutation test (scipy.stats.permutation_test).
+
+    correct_*: (seeds, rows) booleans, each seed's correctness on each row; a row's score is the mean over seeds.
+    Rows where the two agree carry no information and are left out of the permutations. With one seed each, the
+    test is the exact McNemar test. 999 resamples, where exact enumeration is out of reach: p-values down to 0.001,
+    in seconds on 100,000 rows.
+    """
+    difference = correct_a.mean(axis=0) - correct_b.mean(axis=0)
+    informative = difference[difference != 0]
+    if len(informative) == 0:
+        return 0.0, 1.0
+    result = scipy.stats.permutation_test((informative,), lambda d, axis: d.sum(axis=axis), vectorized=True,
+                                          permutation_type="samples", n_resamples=n_resamples, batch=100,
+                                          rng=np.random.default_rng(0))
+    return float(difference.mean()), float(result.pvalue)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for multiple comparisons (scipy.stats has no Holm): the i-th
+    smallest is multiplied by (m - i), and the adjusted values are kept monotone."""
+    order = np.argsort(p_values, kind="stable")
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def prob_outperform(a: list[float], b: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """P(A > B): the chance that a seed of A scores above a seed of B (ties count half), over every pair of their
+    seeds, with a percentile bootstrap interval over the seeds (scipy.stats.bootstrap; Bouthillier et al. 2021)."""
+
+    def statistic(x, y, axis=-1):
+        x, y = np.moveaxis(x, axis, -1)[..., :, None], np.moveaxis(y, axis, -1)[..., None, :]
+        return ((x > y) + 0.5 * (x == y)).mean(axis=(-2, -1))
+
+    samples = (np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    estimate = float(statistic(*samples))
+    with warnings.catch_warnings():  # a degenerate bootstrap distribution (all seeds of A above all of B) is fine
+        warnings.simplefilter("ignore")
+        result = scipy.stats.bootstrap(samples, statistic, vectorized=True, paired=False, method="percentile",
+                                       confidence_level=confidence, n_resamples=9999, rng=np.random.default_rng(0))
+    return estimate, float(result.confidence_interval.low), float(result.confidence_interval.high)

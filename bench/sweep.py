@@ -39,7 +39,7 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 from bench import data as bench_data
 from bench.config import TRAINING_PARAMS, CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig
 from bench.models import build_network
-from bench.module import BATCHES_PER_CALL, ClassifierModule
+from bench.module import ClassifierModule, training_loader
 from bench.runtime import only_process, release_freed_memory, runtime_dir, storage_url, tracking_uri
 from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
@@ -157,21 +157,32 @@ def make_pruner(cfg: SweepConfig, dataset: str) -> optuna.pruners.BasePruner:
 
 
 class EpochLines(Callback):
-    """One plain line per epoch, for logs and CI where no progress bar is drawn."""
+    """One plain line per validation, for logs and CI where no progress bar is drawn."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
 
-    def on_validation_end(self, trainer, pl_module):  # after the module has logged its epoch metrics
+    def on_validation_end(self, trainer, pl_module):  # after the module has logged its metrics
         m = trainer.callback_metrics
+        epochs = trainer.current_epoch + (trainer.fit_loop.epoch_loop.batch_idx + 1) / trainer.num_training_batches
         log(
-            f"{self.prefix} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
+            f"{self.prefix} epoch {round(epochs, 2):g}/{trainer.max_epochs}: "
             f"train/loss {float(m['train/loss']):.4f} val/acc {float(m['val/acc']):.4f} "
             f"({float(m['time/elapsed_s']):.1f}s)"
         )
 
 
-def make_trainer(cfg: SweepConfig, callbacks, logger=False, max_epochs: int | None = None) -> L.Trainer:
+class EpochEndPruning(PyTorchLightningPruningCallback):
+    """Reports val/acc to Optuna at the validation that closes an epoch only, so that Optuna's steps are epochs, as
+    the pruners' settings are; the validations within an epoch are learning-curve points."""
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.is_last_batch:
+            super().on_validation_end(trainer, pl_module)
+
+
+def make_trainer(cfg: SweepConfig, callbacks, logger=False, max_epochs: int | None = None,
+                 val_check_interval: int | None = None) -> L.Trainer:
     return L.Trainer(
         accelerator="auto",
         devices=1,
@@ -183,6 +194,7 @@ def make_trainer(cfg: SweepConfig, callbacks, logger=False, max_epochs: int | No
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
         num_sanity_val_steps=0,
+        val_check_interval=val_check_interval,
         default_root_dir=str(runtime_dir() / "lightning"),
     )
 
@@ -272,7 +284,7 @@ def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
 
 def fit_trial(trial: optuna.Trial, ctx: StudyContext, params: dict, run_id: str) -> ClassifierModule:
     """Train the trial's network, reporting each epoch's val/acc to Optuna; raises TrialPruned if pruned."""
-    pruning = PyTorchLightningPruningCallback(trial, monitor="val/acc")
+    pruning = EpochEndPruning(trial, monitor="val/acc")
     module = fit_network(ctx, params, run_id, ctx.cfg.seed + trial.number, [pruning], f"trial {trial.number}")
     pruning.check_pruned()
     return module
@@ -289,12 +301,14 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     module = ClassifierModule(network, lr=training["lr"], weight_decay=training["weight_decay"],
                               grad_clip=training["grad_clip"])
     logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
-    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience), *callbacks]
+    validations = cfg.validations_per_epoch(ctx.dataset)
+    # Patience counts validations: `patience` epochs' worth.
+    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience * validations), *callbacks]
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(f"{ctx.prefix} {label}"))
-    trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset))
-    train_loader = bench_data.loader(ctx.data.train, training["batch_size"], shuffle=True, seed=seed,
-                                     group=BATCHES_PER_CALL)
+    train_loader = training_loader(ctx.data.train, training["batch_size"], seed, validations)
+    trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset),
+                           val_check_interval=max(1, len(train_loader) // validations))
     trainer.fit(module, train_loader, bench_data.loader(ctx.data.val, 512, shuffle=False))
     return module
 
@@ -385,15 +399,12 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
         return study.user_attrs["test_metrics"]
     checkpoint = Path(best.user_attrs["checkpoint"])
     network, _, _ = load_checkpoint(checkpoint)
-    module = ClassifierModule(network)
-    trainer = make_trainer(ctx.cfg, callbacks=[])
-    test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
-    metrics = {k: float(v) for k, v in trainer.test(module, test_loader, verbose=False)[0].items()}
-    metrics["test/ms_per_1k_texts"] = inference_ms_per_1k(network, test_loader, len(ctx.data.test))
-
     run_id = ctx.parent_run_id
-    ctx.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, int(time.time() * 1000), 0)
-                                          for k, v in {**metrics, "val/acc_best": best.value}.items()])
+    metrics = evaluate(ctx, network, run_id)
+    test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
+    metrics["test/ms_per_1k_texts"] = inference_ms_per_1k(network, test_loader, len(ctx.data.test))
+    log_metrics(ctx.client, run_id, {"test/ms_per_1k_texts": metrics["test/ms_per_1k_texts"],
+                                     "val/acc_best": best.value})
     # Tags, not params: a resumed study with a larger budget may find a new best, and params are immutable.
     for name, value in best.params.items():
         ctx.client.set_tag(run_id, f"best/{name}", str(value))
@@ -429,7 +440,7 @@ def run_replicates(ctx: StudyContext, study: optuna.Study) -> None:
                 seed = ctx.cfg.seed + REPLICATE_SEEDS + r
                 module = fit_network(ctx, best.params, run_id, seed, [], f"replicate {r}")
                 module.restore_best()
-                accuracy = log_test_predictions(ctx, module.network, run_id)
+                accuracy = evaluate(ctx, module.network, run_id)["test/acc"]
         except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
             log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
             continue
@@ -439,24 +450,40 @@ def run_replicates(ctx: StudyContext, study: optuna.Study) -> None:
             f"test/acc {accuracy:.4f}")
 
 
+def evaluate(ctx: StudyContext, network: torch.nn.Module, run_id: str) -> dict[str, float]:
+    """Metrics on the test split, and on the held-out split where the dataset has one, logged to the run with each
+    row's label and probability (test_predictions.csv, heldout_predictions.csv)."""
+    metrics = {}
+    for name, split in (("test", ctx.data.test), ("heldout", ctx.data.heldout)):
+        if split is None:
+            continue
+        probability = predict_probabilities(network, split)
+        scores, labels = torch.from_numpy(probability), torch.from_numpy(split.labels)
+        metrics.update({f"{name}/acc": binary_accuracy(scores, labels), f"{name}/f1": binary_f1_score(scores, labels),
+                        f"{name}/auroc": binary_auroc(scores, labels)})
+        predictions = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "probability": probability})
+        ctx.client.log_text(run_id, predictions.to_csv(index=False, float_format="%.5g"), f"{name}_predictions.csv")
+    metrics = {k: float(v) for k, v in metrics.items()}
+    log_metrics(ctx.client, run_id, metrics)
+    return metrics
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                                      for k, v in metrics.items()])
+
+
 @torch.no_grad()
-def log_test_predictions(ctx: StudyContext, network: torch.nn.Module, run_id: str) -> float:
-    """Test metrics, and each test row's label and probability (test_predictions.csv), on the run; returns the
-    accuracy."""
+def predict_probabilities(network: torch.nn.Module, split: bench_data.Split) -> np.ndarray:
+    """The positive class's probability for each row of the split, in row order."""
     network.eval()
-    split, device = ctx.data.test, next(network.parameters()).device
+    device = next(network.parameters()).device
     probability = np.empty(len(split), dtype=np.float32)
+    batches = bench_data.Batches(split)
     for rows in bench_data.BucketBatches(split.lengths, 512, shuffle=False):
-        ids, lengths, _ = bench_data.Batches(split)[rows]
+        ids, lengths, _ = batches[rows]
         probability[rows] = torch.sigmoid(network(ids.to(device), lengths.to(device)).float()).cpu().numpy()
-    scores, labels = torch.from_numpy(probability), torch.from_numpy(split.labels)
-    metrics = {"test/acc": binary_accuracy(scores, labels), "test/f1": binary_f1_score(scores, labels),
-               "test/auroc": binary_auroc(scores, labels)}
-    ctx.client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
-                                          for k, v in metrics.items()])
-    predictions = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "probability": probability})
-    ctx.client.log_text(run_id, predictions.to_csv(index=False), "test_predictions.csv")
-    return float(metrics["test/acc"])
+    return probability
 
 
 @torch.no_grad()
@@ -559,6 +586,8 @@ def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> d
                                runtime_dir() / "models" / cfg.name / dataset / arch)
             close_dead_trials(ctx, study, own_store)
             log_data_stats(client, ctx.parent_run_id, data.stats)
+            if dataset in cfg.study.target_val_acc:  # what the report's time-to-target table reads
+                client.set_tag(ctx.parent_run_id, "target_val_acc", str(cfg.study.target_val_acc[dataset]))
             run_study(ctx, study)
             results[(dataset, arch)] = evaluate_best(ctx, study)
             run_replicates(ctx, study)

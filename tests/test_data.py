@@ -62,6 +62,27 @@ def test_splits_deterministic_stratified_and_disjoint(runtime, mirror):
     assert abs(a.val.labels.mean() - a.train.labels.mean()) < 0.05  # stratified
 
 
+def test_heldout_split_is_set_aside_from_train_and_validation(runtime, mirror):
+    settings = SETTINGS.model_copy(update={"vocab_size": 10_000, "heldout_size": 100, "train_size": 200})
+    ds = load(mirror, "sentiment140", settings=settings)
+    assert (len(ds.heldout), len(ds.train) + len(ds.val)) == (100, 200)
+    assert ds.stats["rows"]["heldout"] == 100
+    assert abs(ds.heldout.labels.mean() - ds.train.labels.mean()) < 0.05  # stratified
+    # Each text ends with a serial token seen once in the file: the vocabulary (from train only) holds every train
+    # text's, and no held-out text's.
+    last = {name: getattr(ds, name).ids[getattr(ds, name).offsets[1:] - 1] for name in ("train", "heldout")}
+    assert (last["train"] != data.UNK_ID).all() and (last["heldout"] == data.UNK_ID).all()
+    data._MEMO.clear()
+    again = load(mirror, "sentiment140", settings=settings.model_copy(update={"vocab_size": 10_001}))
+    assert np.array_equal(again.heldout.labels, ds.heldout.labels)  # seeded
+    assert np.array_equal(again.heldout.offsets, ds.heldout.offsets)
+
+
+def test_heldout_larger_than_the_training_file_is_refused(runtime, mirror):
+    with pytest.raises(data.DataError, match=r"data.imdb.heldout_size: 400 must be below the 400 rows"):
+        load(mirror, settings=SETTINGS.model_copy(update={"heldout_size": 400}))
+
+
 def test_vocabulary_from_train_only(runtime, mirror):
     path = mirror / "imdb" / "test.parquet"
     frame = pd.read_parquet(path)
@@ -103,6 +124,6 @@ def test_grouped_batches_are_the_same_batches_in_the_same_order():
     split = data.Split(np.ones(lengths.sum(), dtype=np.int32), np.concatenate([[0], np.cumsum(lengths)]),
                        np.zeros(203, dtype=np.int64))
     plain = list(data.loader(split, 16, shuffle=True, seed=3))
-    groups = list(data.loader(split, 16, shuffle=True, seed=3, group=4))
-    assert [len(g) for g in groups] == [4, 4, 4, 1]  # 13 batches
+    groups = list(data.loader(split, 16, shuffle=True, seed=3, groups=4))
+    assert [len(g) for g in groups] == [3, 3, 4, 3]  # 13 batches
     assert all(a[1].equal(b[1]) for a, b in zip(plain, [b for g in groups for b in g], strict=True))

@@ -2,11 +2,12 @@
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 
 from bench import data as bench_data
 from bench.models import build_network
-from bench.module import BATCHES_PER_CALL, ClassifierModule
+from bench.module import ClassifierModule, training_loader
 
 
 def tiny_split(n=96, seed=0) -> bench_data.Split:
@@ -16,11 +17,12 @@ def tiny_split(n=96, seed=0) -> bench_data.Split:
                             np.concatenate([[0], np.cumsum(lengths)]), rng.integers(0, 2, size=n))
 
 
-def fit_one_epoch(module, split):
+def fit_one_epoch(module, split, batch_size=32, validations=1, callbacks=()):
+    train = training_loader(split, batch_size, seed=0, validations=validations)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, bench_data.loader(split, 32, shuffle=True, group=BATCHES_PER_CALL),
-                bench_data.loader(split, 96, shuffle=False))
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        val_check_interval=len(train) // validations, callbacks=list(callbacks))
+    trainer.fit(module, train, bench_data.loader(split, 96, shuffle=False))
     return trainer.callback_metrics
 
 
@@ -53,3 +55,26 @@ def test_training_metrics_cover_every_training_text():
     assert metrics["train/acc"] == ((logits > 0).long() == labels).float().mean()
     epoch_tokens = metrics["train/tokens_per_s"] * metrics["train/epoch_time_s"]
     assert torch.isclose(epoch_tokens, torch.tensor(float(lengths.sum())), rtol=1e-4)
+
+
+class Record(L.Callback):
+    def __init__(self):
+        self.points = []
+
+    def on_validation_end(self, trainer, pl_module):
+        self.points.append((trainer.is_last_batch, {k: float(v) for k, v in trainer.callback_metrics.items()}))
+
+
+def test_validations_within_an_epoch_are_evenly_spaced_and_the_last_closes_it():
+    split, record = tiny_split(), Record()
+    torch.manual_seed(0)
+    fit_one_epoch(ClassifierModule(build_network("averaging", 50), lr=1e-2), split, batch_size=8, validations=3,
+                  callbacks=[record])
+    assert [closes for closes, _ in record.points] == [False, False, True]
+    elapsed = [m["time/elapsed_s"] for _, m in record.points]
+    assert elapsed == sorted(elapsed)
+    assert "train/epoch_time_s" in record.points[-1][1]
+    # Each validation's training metrics cover the texts since the one before: 4 of the 12 batches of 8.
+    assert all(m["cost/train_flops"] > 0 for _, m in record.points)
+    flops = [m["cost/train_flops"] for _, m in record.points]
+    assert flops[2] == pytest.approx(flops[0] * 3, rel=0.3)
