@@ -77,11 +77,13 @@ datasets: [imdb]
 architectures: [averaging]
 data:
   imdb: {{vocab_size: 100, max_len: 40, val_fraction: 0.2}}
-  sentiment140: {{vocab_size: 100, max_len: 40, val_fraction: 0.2}}
+  sentiment140: {{vocab_size: 100, max_len: 40, val_fraction: 0.2, heldout_size: 60}}
 study:
   n_trials: 2
   max_epochs: 2
   patience: 2
+  validations_per_epoch: {{imdb: 2, sentiment140: 1}}
+  target_val_acc: {{imdb: 0.7}}
   sampler: {{type: tpe, n_startup_trials: 1}}
   pruner: {{type: median, n_startup_trials: 1}}
 search_space:

@@ -51,6 +51,15 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
     assert child.data.metrics["cost/train_flops"] > child.data.metrics["cost/train_flops_per_token"] > 0
     parent = next(r for r in parents if r.data.tags["architecture"] == "lstm" and r.data.tags["dataset"] == "imdb")
     assert "test/acc" in parent.data.metrics and "best/lr" in parent.data.tags
+    assert parent.data.tags["target_val_acc"] == "0.7"
+    # Two validations per epoch on IMDB: four learning-curve points over two epochs, at distinct steps.
+    curve = client.get_metric_history(parent.data.tags["best_trial_run_id"], "val/acc")
+    assert len({m.step for m in curve}) == len(curve) == 4
+    # Sentiment140's held-out split is evaluated beside its test split, with its predictions kept.
+    tweets = next(r for r in parents if r.data.tags["dataset"] == "sentiment140")
+    assert {"test/acc", "heldout/acc"} <= set(tweets.data.metrics)
+    assert {a.path for a in client.list_artifacts(tweets.info.run_id)} >= {"test_predictions.csv",
+                                                                            "heldout_predictions.csv"}
 
     # The best model predicts from raw text.
     model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
