@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.models import ARCHITECTURES
-from bench.runtime import UserError
-from bench.stats import expected_max, mean_interval, wilson_interval
+from bench.significance import ALPHA, Comparison, ReportError, compare, split_scores
+from bench.stats import expected_max, wilson_interval
 
 GENERATED_PREFIX = "_Generated at "  # the one line that differs between two reports of the same store
 LIBRARIES = ["python", "torch", "lightning", "optuna", "optuna_integration", "mlflow"]
@@ -31,10 +32,6 @@ SEED_FIGURES = {
     ("imdb", "simple_rnn"): [(83.25, "seed 003, Keras SimpleRNN(32), 10,000 words, 500 tokens, 5 epochs")],
     ("imdb", "lstm"): [(84.41, "seed 004, R Keras LSTM(64), 2,500 words, 100 tokens")],
 }
-
-
-class ReportError(UserError, RuntimeError):
-    pass
 
 
 @dataclass
@@ -59,8 +56,8 @@ class Study:
     params: dict
     metrics: dict
     trials: list[Trial] = field(default_factory=list)
-    # Test accuracy of each finished retraining of the best trial's configuration with another seed.
-    replicate_accuracies: list[float] = field(default_factory=list)
+    # Each finished retraining of the best trial's configuration with another seed, tested once.
+    replicates: list[Trial] = field(default_factory=list)
 
     @property
     def best(self) -> Trial | None:
@@ -93,13 +90,13 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
         if parent not in studies:
             continue
         m = r.data.metrics
-        if "replicate" in r.data.tags:
-            if r.data.tags.get("replicate_of_trial") == studies[parent].tags.get("best_trial") and "test/acc" in m:
-                studies[parent].replicate_accuracies.append(m["test/acc"])
-            continue
-        studies[parent].trials.append(Trial(
+        replicate = "replicate" in r.data.tags
+        if replicate and (r.data.tags.get("replicate_of_trial") != studies[parent].tags.get("best_trial")
+                          or "test/acc" not in m):
+            continue  # a replicate of an earlier best trial, or one that did not finish
+        (studies[parent].replicates if replicate else studies[parent].trials).append(Trial(
             run_id=r.info.run_id,
-            number=int(r.data.tags.get("trial", -1)),
+            number=int(r.data.tags.get("replicate" if replicate else "trial", -1)),
             state=r.data.tags.get("state", "running"),
             val_acc=m.get("val/acc_best"),
             train_seconds=m.get("time/elapsed_s"),
@@ -110,6 +107,7 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
         ))
     for study in studies.values():
         study.trials.sort(key=lambda t: t.number)
+        study.replicates.sort(key=lambda t: t.number)
     ordered = sorted(studies.values(), key=lambda s: (s.dataset, s.arch))
     return ordered, experiment.experiment_id
 
@@ -170,7 +168,8 @@ def leaderboard_rows(client: MlflowClient, studies: list[Study]) -> list[Row]:
         rows.append(Row(
             study=s,
             val_acc=s.metrics.get("val/acc_best"),
-            test={k: s.metrics.get(f"test/{k}") for k in ("acc", "f1", "auroc")},
+            test={**{k: s.metrics.get(f"test/{k}") for k in ("acc", "f1", "auroc")},
+                  "heldout": s.metrics.get("heldout/acc")},
             n_params=best.params.get("n_params", "–") if best else "–",
             train_seconds=best.train_seconds if best else None,
             epoch_seconds=epoch_seconds,
@@ -199,6 +198,7 @@ def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
         ("test acc 95% interval", lambda r: r.test_interval, _interval, None),
         ("test F1 %", lambda r: r.test["f1"], _pct, True),
         ("test AUROC %", lambda r: r.test["auroc"], _pct, True),
+        ("held-out acc %", lambda r: r.test["heldout"], _pct, True),
         ("best trial train s", lambda r: r.train_seconds, _num, False),
         ("s / epoch", lambda r: r.epoch_seconds, _num, False),
         ("tokens / s", lambda r: r.tokens_per_s, lambda v: _num(v, 0), True),
@@ -206,6 +206,8 @@ def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
         ("ms / 1k texts", lambda r: r.latency, _num, False),
         ("study s", lambda r: r.total_seconds, _num, False),
     ]
+    if all(r.test["heldout"] is None for r in rows):  # a dataset without a held-out split
+        columns = [c for c in columns if c[0] != "held-out acc %"]
     header = ["architecture", "params"] + [c[0] for c in columns] + ["trials ok/pruned/failed", "MLflow runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     marks = [_mark([get(r) for r in rows], best_is_max) for _, get, _, best_is_max in columns]
@@ -347,52 +349,174 @@ def tuning_budget_figure(studies: list[Study], datasets: list[str], path: Path) 
     _save(fig, path)
 
 
-def findings(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
-    """Claims computed from the leaderboard cells only, and only those that their uncertainty supports."""
-    lines = []
-    for dataset, rows in rows_by_dataset.items():
-        title = DATASET_TITLES.get(dataset, dataset)
-        tested = [r for r in rows if r.test["acc"] is not None]
-        if not tested:
-            lines.append(f"- {title}: no architecture has a test accuracy yet.")
-            continue
-        lines.append(_best_claim(title, tested))
-        best = tested[0]
-        close = [r for r in tested if r.train_seconds is not None and best.test["acc"] - r.test["acc"] <= 0.01]
-        if close:
-            fastest = min(close, key=lambda r: (r.train_seconds, r.study.arch))
-            lines.append(
-                f"- {title}: within one point of the best test accuracy, `{fastest.study.arch}` trained its best "
-                f"model in the least time, {_num(fastest.train_seconds)} s ({_pct(fastest.test['acc'])}%)."
-            )
-        for r in tested:
-            for figure, source in SEED_FIGURES.get((dataset, r.study.arch), []):
-                diff = 100 * r.test["acc"] - figure
-                lines.append(
-                    f"- {title}: `{r.study.arch}` reaches {_pct(r.test['acc'])}% against {figure:.2f}% in {source}: "
-                    f"{abs(diff):.2f} points {'above' if diff >= 0 else 'below'}."
-                )
+@dataclass
+class SplitComparison:
+    dataset: str
+    split: str  # test or heldout
+    rows: int
+    comparisons: list[Comparison]  # best first
+
+    @property
+    def title(self) -> str:
+        return f"{DATASET_TITLES.get(self.dataset, self.dataset)} {SPLIT_TITLES[self.split]} ({self.rows:,} rows)"
+
+    @property
+    def best(self) -> Comparison:
+        return self.comparisons[0]
+
+    def with_verdict(self, prefix: str) -> list[Comparison]:
+        return [c for c in self.comparisons[1:] if c.verdict.startswith(prefix)]
+
+
+SPLIT_TITLES = {"test": "test", "heldout": "held-out"}
+# What each test split can and cannot tell, where a dataset has two.
+SPLIT_NOTES = {
+    ("sentiment140", "test"): "human labels (positive or negative; the neutral tweets dropped): the task users care "
+                              "about, but too few rows to separate accuracies a few points apart.",
+    ("sentiment140", "heldout"): "tweets set aside from the training file before any training or tuning: the "
+                                 "distribution and the noisy emoticon-derived labels the models learnt from. Enough "
+                                 "rows to rank the architectures on that task; it does not say how they agree with "
+                                 "people.",
+}
+
+
+def split_comparisons(client: MlflowClient, studies: list[Study], datasets: list[str],
+                      folder: Path) -> list[SplitComparison]:
+    """For each dataset and test split with predictions, every architecture compared with the best."""
+    found = []
+    for dataset in datasets:
+        for split in SPLIT_TITLES:
+            scores = split_scores(client, [s for s in studies if s.dataset == dataset], split, folder)
+            if scores:
+                found.append(SplitComparison(dataset, split, scores[0].correct.shape[1], compare(scores)))
+    return found
+
+
+def _p_value(p: float | None) -> str:
+    return "–" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _probability(prob: tuple[float, float, float] | None) -> str:
+    return "–" if prob is None else f"{prob[0]:.2f} [{prob[1]:.2f}, {prob[2]:.2f}]"
+
+
+def significance_table(split: SplitComparison, studies: list[Study]) -> list[str]:
+    best_trial = {s.arch: s.metrics.get(f"{split.split}/acc") for s in studies if s.dataset == split.dataset}
+    best = split.best.scores.arch
+    lines = [f"| architecture | seeds | acc % (mean) | 95% interval over seeds | 95% interval from the rows (Wilson) "
+             f"| best trial's acc % | points behind `{best}` | paired p (Holm) | P(`{best}` > it) [95% bootstrap] "
+             "| verdict |", "|" + "---|" * 10]
+    for c in split.comparisons:
+        s = c.scores
+        behind = "–" if c.difference is None else f"{100 * c.difference:.2f}"
+        lines.append(f"| `{s.arch}` | {len(s.accuracies)} | {_pct(s.mean)} | {_interval(s.seed_interval)} "
+                     f"| {_interval(s.rows_interval)} | {_pct(best_trial.get(s.arch))} | {behind} "
+                     f"| {_p_value(c.p_holm)} | {_probability(c.prob_best_above)} | {c.verdict} |")
     return lines
 
 
-def _best_claim(title: str, tested: list[Row]) -> str:
-    """Which architectures the test set cannot tell apart from the highest: those whose 95% Wilson interval
-    overlaps its interval. One seed each: the spread over training seeds is not in these intervals."""
-    best = tested[0]
-    if best.test_interval is None:
-        return f"- {title}: `{best.study.arch}` has the highest test accuracy, {_pct(best.test['acc'])}%."
-    low = best.test_interval[0]
-    tied = [r.study.arch for r in tested[1:] if r.test_interval is not None and r.test_interval[1] >= low]
-    claim = (f"- {title}: the highest test accuracy is `{best.study.arch}`'s, {_pct(best.test['acc'])}% "
-             f"(95% interval {_interval(best.test_interval)} from the test set's size alone)")
-    if tied:
-        names = ", ".join(f"`{a}`" for a in tied)
-        claim += f"; the test set cannot tell {names} apart from it (their intervals overlap)"
-    below = [r.study.arch for r in tested[1:] if r.study.arch not in tied]
+def _names(comparisons: list[Comparison], why=None) -> str:
+    return ", ".join(f"`{c.scores.arch}`" + (f" ({why(c)})" if why else "") for c in comparisons)
+
+
+def split_finding(split: SplitComparison) -> str:
+    """The best of a split, which architectures the data cannot tell apart from it and why, and which are below."""
+    best = split.best.scores
+    claim = (f"- {split.title}: the highest mean accuracy over {len(best.accuracies)} seed(s) is `{best.arch}`'s, "
+             f"{_pct(best.mean)}%")
+    rows_tied = split.with_verdict("tied: test rows")
+    if rows_tied:
+        claim += (f"; the test rows cannot tell {_names(rows_tied, lambda c: f'p = {_p_value(c.p_holm)}')} apart "
+                  "from it (paired test, Holm)")
+    seeds_tied = split.with_verdict("tied: seeds")
+    if seeds_tied:
+        claim += (f"; the spread over seeds cannot tell "
+                  f"{_names(seeds_tied, lambda c: f'P = {_probability(c.prob_best_above)}')} apart from it, though the "
+                  "rows can")
+    one_seed = split.with_verdict("tied: one seed")
+    if one_seed:
+        claim += f"; {_names(one_seed)} differ from it on the rows, but with one seed each their spread is unknown"
+    below = split.with_verdict("below")
     if below:
-        claim += (f"; {', '.join(f'`{a}`' for a in below)} score lower by more than that interval, on one training "
-                  "seed each")
+        claim += (f"; `{best.arch}` beats {_names(below)} (paired p < {ALPHA} after Holm, and the interval of P "
+                  "above 0.5)")
     return claim + "."
+
+
+def findings(rows_by_dataset: dict[str, list[Row]], splits: list[SplitComparison],
+             targets: dict[str, list[TargetRow]]) -> list[str]:
+    """Claims computed from the tables, and only those that their tests support."""
+    lines = []
+    for dataset, rows in rows_by_dataset.items():
+        title = DATASET_TITLES.get(dataset, dataset)
+        dataset_splits = [s for s in splits if s.dataset == dataset]
+        if not dataset_splits:
+            lines.append(f"- {title}: no architecture has a test accuracy yet.")
+            continue
+        lines += [split_finding(s) for s in dataset_splits]
+        tied = {c.scores.arch for c in dataset_splits[0].comparisons if c.verdict != "below"}
+        lines += _fastest_claim(title, [t for t in targets.get(dataset, []) if t.arch in tied])
+        for r in rows:
+            for figure, source in SEED_FIGURES.get((dataset, r.study.arch), []):
+                if r.test["acc"] is not None:
+                    diff = 100 * r.test["acc"] - figure
+                    side = "above" if diff >= 0 else "below"
+                    lines.append(f"- {title}: `{r.study.arch}`'s best trial reaches {_pct(r.test['acc'])}% against "
+                                 f"{figure:.2f}% in {source}: {abs(diff):.2f} points {side}.")
+    return lines
+
+
+def _fastest_claim(title: str, targets: list[TargetRow]) -> list[str]:
+    reached = sorted((t for t in targets if t.median is not None), key=lambda t: (t.median, t.arch))
+    if not reached:
+        return []
+    fastest, target = reached[0], reached[0].target
+    others = ", ".join(f"`{t.arch}` {_num(t.median)} s" for t in reached[1:])
+    return [f"- {title}: of the architectures not below the best on test, `{fastest.arch}` reaches {_pct(target)}% "
+            f"validation accuracy soonest: median {_num(fastest.median)} s over its {fastest.reached} seed(s) that "
+            f"reached it" + (f" ({others})." if others else ".")]
+
+
+@dataclass
+class TargetRow:
+    arch: str
+    target: float
+    seconds: list[float | None]  # per seed: seconds until validation accuracy first reached the target, or None
+
+    @property
+    def reached(self) -> int:
+        return sum(s is not None for s in self.seconds)
+
+    @property
+    def median(self) -> float | None:
+        return _median_or_none(s for s in self.seconds if s is not None)
+
+
+def time_to_target(client: MlflowClient, studies: list[Study]) -> list[TargetRow]:
+    """For each study with a target and replicates, each replicate's seconds to reach the target."""
+    rows = []
+    for s in studies:
+        if "target_val_acc" not in s.tags or not s.replicates:
+            continue
+        target, seconds = float(s.tags["target_val_acc"]), []
+        for replicate in s.replicates:
+            acc = _history(client, replicate.run_id, "val/acc")
+            elapsed = _history(client, replicate.run_id, "time/elapsed_s")
+            seconds.append(next((elapsed[k] for k in sorted(set(acc) & set(elapsed)) if acc[k] >= target), None))
+        rows.append(TargetRow(s.arch, target, seconds))
+    return rows
+
+
+def time_to_target_table(targets: dict[str, list[TargetRow]]) -> list[str]:
+    lines = ["| dataset | target val acc % | architecture | seeds that reached it | median s to reach it | "
+             "x the fastest |", "|---|---|---|---|---|---|"]
+    for dataset, rows in targets.items():
+        medians = [r.median for r in rows if r.median is not None]
+        for r in sorted(rows, key=lambda r: (r.median is None, r.median or 0, r.arch)):
+            ratio = "–" if r.median is None else f"{r.median / min(medians):.1f}"
+            lines.append(f"| {DATASET_TITLES.get(dataset, dataset)} | {_pct(r.target)} | `{r.arch}` "
+                         f"| {r.reached}/{len(r.seconds)} | {_num(r.median)} | {ratio} |")
+    return lines if len(lines) > 2 else []
 
 
 def _data_table(studies: list[Study], datasets: list[str]) -> list[str]:
@@ -415,21 +539,6 @@ def _short(value: str) -> str:
         except ValueError:
             pass
     return value
-
-
-def _replicates_table(rows_by_dataset: dict[str, list[Row]]) -> list[str]:
-    lines = ["| dataset | architecture | replicates | test acc % mean | 95% interval over seeds | min-max "
-             "| best trial's test acc % |", "|---|---|---|---|---|---|---|"]
-    for dataset, rows in rows_by_dataset.items():
-        for r in rows:
-            accuracies = r.study.replicate_accuracies
-            if not accuracies:
-                continue
-            interval = mean_interval(accuracies)
-            lines.append(f"| {DATASET_TITLES.get(dataset, dataset)} | `{r.study.arch}` | {len(accuracies)} "
-                         f"| {_pct(statistics.mean(accuracies))} | {_interval(interval)} "
-                         f"| {_pct(min(accuracies))}-{_pct(max(accuracies))} | {_pct(r.test['acc'])} |")
-    return lines if len(lines) > 2 else []
 
 
 def _architecture_details(studies: list[Study]) -> list[str]:
@@ -464,20 +573,43 @@ def _problems(studies: list[Study]) -> list[str]:
     return lines
 
 
+@dataclass
+class Collected:
+    """What a report shows, as read and computed from the store."""
+
+    studies: list[Study]
+    experiment_id: str
+    rows_by_dataset: dict[str, list[Row]]  # leaderboard rows, dataset by dataset
+    splits: list[SplitComparison]  # per dataset and test split: every architecture against the best
+    targets: dict[str, list[TargetRow]]  # per dataset: seconds to the target validation accuracy
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.rows_by_dataset)
+
+
+def collect_all(client: MlflowClient, sweep: str, downloads: Path) -> Collected:
+    studies, experiment_id = collect(client, sweep)
+    datasets = sorted({s.dataset for s in studies}, key=lambda d: (list(DATASET_TITLES).index(d)
+                                                                     if d in DATASET_TITLES else 99, d))
+    of = {d: [s for s in studies if s.dataset == d] for d in datasets}
+    targets = {d: rows for d in datasets if (rows := time_to_target(client, of[d]))}
+    return Collected(studies, experiment_id, {d: leaderboard_rows(client, of[d]) for d in datasets},
+                     split_comparisons(client, studies, datasets, downloads), targets)
+
+
 def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"), now: dt.datetime | None = None,
                  log=print) -> Path:
     """Collect the sweep's runs, render the markdown, draw the figures, write them and the index."""
     client = MlflowClient(tracking_uri)
-    studies, experiment_id = collect(client, sweep)
-    datasets = sorted({s.dataset for s in studies}, key=lambda d: (list(DATASET_TITLES).index(d)
-                                                                     if d in DATASET_TITLES else 99, d))
-    rows_by_dataset = {d: leaderboard_rows(client, [s for s in studies if s.dataset == d]) for d in datasets}
+    with tempfile.TemporaryDirectory() as downloads:  # the predictions, read once
+        report = collect_all(client, sweep, Path(downloads))
     generated = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
-    markdown = render_markdown(sweep, studies, rows_by_dataset, experiment_id,
-                               f"{GENERATED_PREFIX}{generated} from the MLflow store `{tracking_uri}` by "
-                               f"`nox -s report -- {sweep}`._")
+    markdown = render_markdown(sweep, report, f"{GENERATED_PREFIX}{generated} from the MLflow store "
+                                              f"`{tracking_uri}` by `nox -s report -- {sweep}`._")
     folder = out_dir / sweep
     folder.mkdir(parents=True, exist_ok=True)
+    studies, datasets = report.studies, report.datasets
     for cost in COSTS:
         accuracy_vs_cost_figure(studies, datasets, cost, folder / f"accuracy_vs_{cost}.png")
     learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
@@ -501,12 +633,10 @@ def _header(studies: list[Study]) -> list[str]:
     ]
 
 
-def render_markdown(sweep: str, studies: list[Study], rows_by_dataset: dict[str, list[Row]], experiment_id: str,
-                    generated_line: str) -> str:
-    """The report's README.md, from what collect() and leaderboard_rows() read."""
-    datasets = list(rows_by_dataset)
-    lines = [f"# Sweep `{sweep}`: accuracy versus time", "", generated_line, "", *_header(studies), "",
-             "## Data", "", *_data_table(studies, datasets), "",
+def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
+    """The report's README.md, from what collect_all() read and computed."""
+    lines = [f"# Sweep `{sweep}`: accuracy versus time", "", generated_line, "", *_header(report.studies), "",
+             "## Data", "", *_data_table(report.studies, report.datasets), "",
              "## Accuracy versus cost", "",
              "Every trial is a point: validation accuracy of its best epoch against the wall-clock time of its "
              "training (this machine's cost), and against its training FLOPs (a cost that does not depend on the "
@@ -515,15 +645,16 @@ def render_markdown(sweep: str, studies: list[Study], rows_by_dataset: dict[str,
              "line is the Pareto frontier: no trial is both cheaper and more accurate.", "",
              "![accuracy versus training time](accuracy_vs_time.png)", "",
              "![accuracy versus training FLOPs](accuracy_vs_flops.png)", ""]
-    for dataset in datasets:
+    for dataset in report.datasets:
         lines += [f"## Leaderboard: {DATASET_TITLES.get(dataset, dataset)}", "",
-                  *leaderboard(rows_by_dataset[dataset], experiment_id), ""]
+                  *leaderboard(report.rows_by_dataset[dataset], report.experiment_id), ""]
     lines += [
-        "Columns: validation accuracy of the study's best trial; test metrics of that trial, evaluated once; "
-        "its parameter count, training time, median seconds per epoch, training tokens per second and training "
-        "FLOPs per token (forward and backward); "
-        "inference time per 1,000 test texts; the study's total trial time.",
-        "", "## Learning curves", "", "![learning curves](learning_curves.png)", "",
+        "Columns: validation accuracy of the study's best trial; test metrics of that trial, evaluated once (and "
+        "on the held-out split where the dataset has one); its parameter count, training time, median seconds per "
+        "epoch, training tokens per second and training FLOPs per token (forward and backward); inference time "
+        "per 1,000 test texts; the study's total trial time.",
+        "", *_uncertainty_sections(report),
+        "## Learning curves", "", "![learning curves](learning_curves.png)", "",
         "## Accuracy against tuning budget", "",
         "What a user pays is a tuning budget, not one trial. Each curve is the expected best validation accuracy "
         "after n of the study's finished trials (complete or pruned), with one standard deviation, by the unbiased "
@@ -531,20 +662,49 @@ def render_markdown(sweep: str, studies: list[Study], rows_by_dataset: dict[str,
         "mean trial time. It assumes i.i.d. trials: TPE and pruning make later trials depend on earlier ones, so "
         "read it as indicative; `sweeps/iid.yaml` (random sampler, no pruner) meets the assumption.", "",
         "![accuracy against tuning budget](tuning_budget.png)", "",
-        "## Findings", "", *findings(rows_by_dataset), "",
-        "## Best hyperparameters and their importance", "", *_architecture_details(studies), "",
+        "## Findings", "", *findings(report.rows_by_dataset, report.splits, report.targets), "",
+        "## Best hyperparameters and their importance", "", *_architecture_details(report.studies), "",
     ]
-    replicates = _replicates_table(rows_by_dataset)
-    if replicates:
-        lines += ["## Replicates", "",
-                  "The best trial's configuration retrained with other seeds (initialisation, data order, dropout; "
-                  "the same splits), each evaluated once on test. The interval is Student's t over the seeds "
-                  "(scipy.stats), which assumes their accuracies are normally distributed around the mean.", "",
-                  *replicates, ""]
-    problems = _problems(studies)
+    problems = _problems(report.studies)
     if problems:
         lines += ["## Missing or failed", "", *problems, ""]
     return "\n".join(lines)
+
+
+def _uncertainty_sections(report: Collected) -> list[str]:
+    """Which architectures the data can tell apart, and the time each takes to reach a target."""
+    if not report.splits:
+        return []
+    lines = ["## Which architectures the data can tell apart", "",
+             "Each study's best configuration is retrained with other seeds (initialisation, data order and dropout; "
+             "the same splits), each tested once; a study without replicates counts its best trial as one seed. On "
+             "each test split:",
+             "- **interval over seeds**: Student's t over the seeds' accuracies (scipy.stats); assumes they are "
+             "normally distributed.",
+             "- **interval from the rows**: Wilson's interval for the mean accuracy on that many rows; assumes the "
+             "rows are independent draws from the population the split stands for.",
+             "- **paired test**: the best architecture against each other one on the same rows, a sign-flip "
+             "permutation test on each row's correctness averaged over seeds (scipy.stats.permutation_test, 999 "
+             "resamples; exact McNemar with one seed each); assumes only that rows are independent. p-values are "
+             "Holm-adjusted over the split's comparisons.",
+             "- **P(best > it)**: the share of seed pairs in which the best's seed scores higher (ties half), with a "
+             "95% percentile bootstrap interval over seeds (scipy.stats.bootstrap; Bouthillier et al. 2021); with 3 "
+             "seeds the interval is coarse.",
+             f"- **verdict**: *below* when the paired p < {ALPHA} and P's interval lies above 0.5; otherwise *tied*, "
+             "with what ties them: the test rows (p too high) or the seeds (P's interval reaches 0.5).", ""]
+    for split in report.splits:
+        note = SPLIT_NOTES.get((split.dataset, split.split))
+        lines += [f"### {split.title}", "", *([note, ""] if note else []),
+                  *significance_table(split, report.studies), ""]
+    table = time_to_target_table(report.targets)
+    if table:
+        lines += ["## Time to target", "",
+                  "Seconds from the start of training (validations included) until the validation accuracy first "
+                  "reaches the dataset's target (`study.target_val_acc`), for each seed of the best configuration; "
+                  "the median over the seeds that reached it, and its ratio to the fastest architecture's. Validation "
+                  "runs several times an epoch (`study.validations_per_epoch`), so the time is known to within one "
+                  "validation interval.", "", *table, ""]
+    return lines
 
 
 def write_index(out_dir: Path) -> None:

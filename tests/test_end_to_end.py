@@ -103,7 +103,8 @@ def test_replicates_are_tested_kept_and_resumed(runtime, tiny_sweep, tmp_path):
     accuracy = ((predictions["probability"] > 0.5) == predictions["label"]).mean()
     assert first["0"].data.metrics["test/acc"] == pytest.approx(accuracy)
     report = (tmp_path / "reports" / "tiny" / "README.md").read_text()
-    assert "## Replicates" in report and "| IMDB | `averaging` | 2 |" in report and "| 2/0/0 |" in report
+    assert "### IMDB test (120 rows)" in report and "| `averaging` | 2 |" in report and "| 2/0/0 |" in report
+    assert "| IMDB | 70.00 | `averaging` |" in report  # time to the target validation accuracy, over the seeds
 
     # A larger count adds only the missing replicate: finished ones are kept, not rerun.
     assert main(["sweep", str(tiny_sweep), "study.replicates=3", *reports]) == 0

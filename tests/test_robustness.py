@@ -179,6 +179,31 @@ def test_killed_mid_trial_then_an_immediate_restart(runtime, tiny_sweep, signum)
     assert killed_run.info.status == "KILLED" and killed_run.data.tags["state"] == "killed"
 
 
+@pytest.mark.slow
+def test_killed_mid_replicate_keeps_the_finished_ones_and_reruns_the_killed_one(runtime, tiny_sweep):
+    args = ["-m", "bench", "sweep", str(tiny_sweep), "architectures=[lstm]", "study.n_trials=1", "study.replicates=3",
+            "study.max_epochs=6", "study.patience=6", "--reports", str(runtime / "r")]
+    first = bench_process(*args, env_extra={"BENCH_HOME": str(runtime)})
+    wait_for(first, "replicate 1 epoch 1/6")  # replicate 0 has finished
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    cfg = load_config(tiny_sweep, ["architectures=[lstm]"])
+    study = optuna.load_study(study_name="tiny/imdb/lstm", storage=sweep.storage_url(cfg))
+    kept = study.user_attrs["replicates"]
+    assert list(kept) == ["0/0"]
+
+    second = bench_process(*args, env_extra={"BENCH_HOME": str(runtime)})
+    output = "".join(second.stdout)
+    assert second.wait() == 0, output
+    assert "replicate 1/3" not in output and "replicate 2/3 of trial 0" in output  # 0 kept; 1 and 2 run
+    client = MlflowClient(sweep.tracking_uri(cfg))
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.replicate != ''")
+    by_state = sorted((r.data.tags["replicate"], r.info.status) for r in runs)
+    assert by_state == [("0", "FINISHED"), ("1", "FINISHED"), ("1", "KILLED"), ("2", "FINISHED")]
+    replicates = optuna.load_study(study_name="tiny/imdb/lstm", storage=sweep.storage_url(cfg)).user_attrs["replicates"]
+    assert replicates["0/0"] == kept["0/0"] and len(replicates) == 3
+
+
 def test_model_input_may_be_a_list_a_series_or_a_frame():
     texts = ["good", "bad"]
     assert texts_of(texts) == texts_of(pd.Series(texts)) == texts_of(pd.DataFrame({"text": texts})) == texts
