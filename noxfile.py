@@ -1,5 +1,5 @@
-"""Sessions: sweep, report, ui, perf, docs, tests, lint. They share one virtualenv, .nox/bench, built once and
-rebuilt when pyproject.toml changes.
+"""Sessions: sweep, worker, services, dashboard, report, ui, perf, docs, tests, lint. They share one virtualenv,
+.nox/bench, built once and rebuilt when pyproject.toml changes.
 
 PyTorch: without an NVIDIA GPU the CPU build is installed first (`torch==2.13.0`, which this project's
 machines hold as a local CPU wheel); with one, PyPI's default CUDA build. BENCH_TORCH overrides the pip
@@ -50,6 +50,27 @@ def sweep(session: nox.Session) -> None:
     if not args or "=" in args[0]:
         args.insert(0, "sweeps/default.yaml")
     session.run(str(bench_env(session) / "python"), "-m", "bench", "sweep", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def worker(session: nox.Session) -> None:
+    """Join a sweep as one more worker, from any machine that reaches its storage: nox -s worker -- CONFIG [...]."""
+    args = list(session.posargs)
+    if not args or "=" in args[0]:
+        args.insert(0, "sweeps/default.yaml")
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "worker", *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def services(session: nox.Session) -> None:
+    """A local PostgreSQL and MLflow server on loopback until Ctrl-C: nox -s services [-- --detach | --stop]."""
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "services", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def dashboard(session: nox.Session) -> None:
+    """optuna-dashboard over a sweep's Optuna storage on http://127.0.0.1:8080: nox -s dashboard [-- CONFIG]."""
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "dashboard", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

@@ -164,10 +164,14 @@ class SweepConfig(Strict):
     dataset_search_spaces: dict[str, SearchSpace] = Field(
         {}, description="`<dataset>: {...}`: per-dataset parameters, overriding both (e.g. larger batches for "
                         "tweets); a network parameter applies to the architectures that take it")
-    storage: str | None = Field(None, description="Optuna storage URL (any SQLAlchemy URL); null: "
-                                                  "`.bench/optuna.db`")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI (an `http://` server too); null: "
-                                                       "`.bench/mlflow.db`")
+    storage: str | None = Field(None, description="Optuna storage URL: PostgreSQL for several workers "
+                                                  "(`postgresql://user:password@host/db`), or SQLite; null: "
+                                                  "`.bench/optuna.db`; `$BENCH_STORAGE` overrides it")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI: an `http://` server for several "
+                                                       "machines, or SQLite; null: `.bench/mlflow.db`; "
+                                                       "`$BENCH_TRACKING_URI` overrides it")
+    heartbeat: int = Field(30, ge=1, description="seconds between a running trial's heartbeats; a trial silent for "
+                                                 "three of them belongs to a dead worker: it is failed and retried")
     # None of these needs gradient scaling, which the training step (module.py) does not do.
     precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "64-true"] = Field(
         "auto", description="Lightning precision: `auto` (`bf16-mixed` on a GPU that supports it, else `32-true`), "

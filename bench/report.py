@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.models import ARCHITECTURES
+from bench.runtime import redacted
 from bench.significance import ALPHA, Comparison, ReportError, compare, split_scores
 from bench.stats import expected_max, wilson_interval
 
@@ -45,6 +46,7 @@ class Trial:
     params: dict
     metrics: dict
     error: str = ""
+    worker: str = ""  # host:pid of the process that ran it
 
 
 @dataclass
@@ -104,6 +106,7 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
             params=r.data.params,
             metrics=m,
             error=r.data.tags.get("error", ""),
+            worker=r.data.tags.get("worker", ""),
         ))
     for study in studies.values():
         study.trials.sort(key=lambda t: t.number)
@@ -606,7 +609,7 @@ def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"),
         report = collect_all(client, sweep, Path(downloads))
     generated = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     markdown = render_markdown(sweep, report, f"{GENERATED_PREFIX}{generated} from the MLflow store "
-                                              f"`{tracking_uri}` by `nox -s report -- {sweep}`._")
+                                              f"`{redacted(tracking_uri)}` by `nox -s report -- {sweep}`._")
     folder = out_dir / sweep
     folder.mkdir(parents=True, exist_ok=True)
     studies, datasets = report.studies, report.datasets
@@ -623,13 +626,16 @@ def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"),
 def _header(studies: list[Study]) -> list[str]:
     tags = studies[0].tags if studies else {}
     trial_seconds = [t.run_seconds for s in studies for t in s.trials]
+    workers = {t.worker for s in studies for t in s.trials + s.replicates if t.worker}
+    hosts = {w.rsplit(":", 1)[0] for w in workers}
     return [
         f"- Config: `{tags.get('config', '?')}` (sha256 of the validated config `{tags.get('config_sha256', '?')}`); "
         f"git commit `{tags.get('git_commit', '?')[:12]}`",
         f"- Machine: {tags.get('cpu', '?')}, {tags.get('cores', '?')} cores, GPU: {tags.get('gpu', '?')}; "
         f"device used: {tags.get('device', '?')}",
         "- Libraries: " + ", ".join(f"{lib} {tags.get(lib, '?')}" for lib in LIBRARIES),
-        f"- Studies: {len(studies)}; trials: {len(trial_seconds)}; time in trials: {_num(sum(trial_seconds) / 60)} min",
+        f"- Studies: {len(studies)}; trials: {len(trial_seconds)}; time in trials: "
+        f"{_num(sum(trial_seconds) / 60)} min; worker processes: {len(workers)}, on {len(hosts)} host(s)",
     ]
 
 

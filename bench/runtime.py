@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -25,13 +26,24 @@ def runtime_dir() -> Path:
 
 
 def storage_url(cfg) -> str:
-    """The sweep config's Optuna storage, else SQLite in the runtime folder."""
-    return (cfg and cfg.storage) or f"sqlite:///{runtime_dir() / 'optuna.db'}"
+    """$BENCH_STORAGE, else the sweep config's Optuna storage, else SQLite in the runtime folder."""
+    return os.environ.get("BENCH_STORAGE") or (cfg and cfg.storage) or f"sqlite:///{runtime_dir() / 'optuna.db'}"
 
 
 def tracking_uri(cfg) -> str:
-    """The sweep config's MLflow tracking URI, else SQLite in the runtime folder; cfg may be None."""
-    return (cfg and cfg.tracking_uri) or f"sqlite:///{runtime_dir() / 'mlflow.db'}"
+    """$BENCH_TRACKING_URI, else the sweep config's MLflow tracking URI, else SQLite in the runtime folder; cfg may
+    be None."""
+    return (os.environ.get("BENCH_TRACKING_URI") or (cfg and cfg.tracking_uri)
+            or f"sqlite:///{runtime_dir() / 'mlflow.db'}")
+
+
+# The password of a URL (scheme://user:password@host), wherever it appears in a text.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """A text (a URI, a log line, an error) as it may be shown: any URL's password replaced by ***."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 @contextlib.contextmanager
@@ -54,6 +66,14 @@ def only_process(store: Path):
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         lock.flush()
         yield
+
+
+def use_thread_share() -> None:
+    """$BENCH_THREADS torch threads: a worker's share of the cores, set by `bench sweep --workers N`."""
+    if threads := os.environ.get("BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(threads))
 
 
 def _glibc() -> ctypes.CDLL | None:

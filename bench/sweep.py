@@ -12,8 +12,10 @@ import functools
 import hashlib
 import os
 import platform
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -25,9 +27,11 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -38,9 +42,18 @@ from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
 from bench import data as bench_data
 from bench.config import TRAINING_PARAMS, CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig
+from bench.coordination import Keys
 from bench.models import build_network
 from bench.module import ClassifierModule, training_loader
-from bench.runtime import only_process, release_freed_memory, runtime_dir, storage_url, tracking_uri
+from bench.runtime import (
+    UserError,
+    only_process,
+    redacted,
+    release_freed_memory,
+    runtime_dir,
+    storage_url,
+    tracking_uri,
+)
 from bench.serving import load_checkpoint, log_mlflow_model, save_checkpoint
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -48,6 +61,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 with warnings.catch_warnings():  # RetryHeartbeatStaleTrialCallback is marked experimental since Optuna 2.8
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
+CHECKPOINT = "checkpoint.pt"  # the artifact of a trial's run that holds its best weights, when it was the best so far
 REPLICATE_SEEDS = 1_000_000  # replicate r trains with seed + this + r: no trial's seed (seed + trial number)
 TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
 
@@ -100,6 +114,8 @@ def run_tags(cfg: SweepConfig, dataset: str, arch: str) -> dict[str, str]:
         "sweep": cfg.name,
         "dataset": dataset,
         "architecture": arch,
+        "host": socket.gethostname(),
+        "worker": worker_name(),
         "git_commit": git_commit(),
         "device": device_description(),
         "cpu": cpu_model(),
@@ -208,7 +224,7 @@ class StudyContext:
     client: MlflowClient
     experiment_id: str
     parent_run_id: str
-    models_dir: Path
+    keys: Keys  # the decisions taken once for all workers
 
     @property
     def prefix(self) -> str:
@@ -216,14 +232,16 @@ class StudyContext:
         return f"[{self.dataset}/{self.arch}]"
 
 
-def objective(trial: optuna.Trial, ctx: StudyContext) -> float:
-    """Suggest, open the trial's run, fit with the pruning callback, keep the model if it is the best so far."""
+def objective(trial: optuna.Trial, ctx: StudyContext, taken=lambda: None) -> float:
+    """Suggest, open the trial's run, fit with the pruning callback, keep the model if it is the best so far.
+    `taken` is called first: the trial has left the queue."""
+    taken()
     params = suggest(trial, ctx.cfg.space_for(ctx.arch, ctx.dataset))
     with trial_run(trial, ctx, params) as run_id:
         module = fit_trial(trial, ctx, params, run_id)
     value = float(module.val_acc_best.compute())
     if _beats_best(trial.study, value):
-        keep_checkpoint(trial, ctx, module, params)
+        keep_checkpoint(trial, ctx, module, params, run_id)
     return value
 
 
@@ -241,6 +259,10 @@ def child_run(ctx: StudyContext, name: str, tags: dict, params: dict):
         **run_tags(ctx.cfg, ctx.dataset, ctx.arch), MLFLOW_PARENT_RUN_ID: ctx.parent_run_id, **tags})
     run_id = run.info.run_id
     ctx.client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()])
+    # CPU, memory and GPU use, as system/<worker>/... metrics: one name per worker, so that workers' never mix.
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5, node_id=worker_name().replace(":", "-"),
+                                   tracking_uri=tracking_uri(ctx.cfg))
+    monitor.start()
     state = "failed"
     try:
         yield run_id
@@ -256,6 +278,7 @@ def child_run(ctx: StudyContext, name: str, tags: dict, params: dict):
         state = "killed"
         raise KeyboardInterrupt from None
     finally:
+        monitor.finish()
         ctx.client.set_tag(run_id, "state", state)
         ctx.client.set_terminated(run_id, {"failed": "FAILED", "killed": "KILLED"}.get(state, "FINISHED"))
         release_freed_memory()
@@ -313,12 +336,14 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     return module
 
 
-def keep_checkpoint(trial: optuna.Trial, ctx: StudyContext, module: ClassifierModule, params: dict) -> None:
-    """Save the trial's best-epoch weights, the study's best so far, for the test evaluation."""
+def keep_checkpoint(trial: optuna.Trial, ctx: StudyContext, module: ClassifierModule, params: dict,
+                    run_id: str) -> None:
+    """Log the trial's best-epoch weights, the study's best so far, to its MLflow run: any worker can test them."""
     module.restore_best()
-    path = ctx.models_dir / f"trial-{trial.number}.pt"
-    save_checkpoint(path, ctx.arch, split_params(params)[1], module.network, ctx.data.tokenizer)
-    trial.set_user_attr("checkpoint", str(path))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / CHECKPOINT
+        save_checkpoint(path, ctx.arch, split_params(params)[1], module.network, ctx.data.tokenizer)
+        ctx.client.log_artifact(run_id, str(path))
 
 
 def _beats_best(study: optuna.Study, value: float) -> bool:
@@ -349,16 +374,59 @@ def retried_trials(study: optuna.Study) -> set[int]:
     return {n for t in study.trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
-def run_study(ctx: StudyContext, study: optuna.Study) -> None:
-    cfg, name = ctx.cfg, study.study_name
-    budget = cfg.study
+def run_trials(ctx: StudyContext, study: optuna.Study) -> None:
+    """Run the study's trials until its budget is spent. Each trial is taken from the study's queue, which holds
+    exactly the budget: several workers, however many, never run more than it."""
+    budget, name = ctx.cfg.study, study.study_name
     finished = budget_trials(study)
-    trials_left = None if budget.n_trials is None else budget.n_trials - len(finished)
-    time_left = None if budget.timeout is None else budget.timeout - trial_seconds(finished)
-    started = time.perf_counter()
+    if not _budget_left(ctx, study):
+        log(f"{ctx.prefix} study {name}: budget already spent ({len(finished)} trials finished)")
+        return
+    log(f"{ctx.prefix} study {name}: {len(finished)} trials already finished; running up to "
+        f"{budget.n_trials - len(finished) if budget.n_trials else 'any number of'} trials"
+        f"{' within ' + _fmt_seconds(budget.timeout - trial_seconds(finished)) if budget.timeout else ''}")
+    progress = Progress(ctx, time.perf_counter())
+    while True:
+        with ctx.keys.hold(f"{name}/queue") as release:  # released once the trial is taken, as it starts
+            if not _budget_left(ctx, study) or not fill_queue(ctx, study):
+                return
+            study.optimize(lambda trial: objective(trial, ctx, release), n_trials=1, catch=(Exception,),
+                           callbacks=[progress])
 
-    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(budget_trials(study))
+
+def trials_pending(ctx: StudyContext, study: optuna.Study) -> bool:
+    """Whether a trial is running, or queued with budget left to run it."""
+    states = {t.state for t in study.get_trials(deepcopy=False)}
+    return TrialState.RUNNING in states or (TrialState.WAITING in states and _budget_left(ctx, study))
+
+
+def _budget_left(ctx: StudyContext, study: optuna.Study) -> bool:
+    budget, finished = ctx.cfg.study, budget_trials(study)
+    return ((budget.n_trials is None or len(finished) < budget.n_trials)
+            and (budget.timeout is None or trial_seconds(finished) < budget.timeout))
+
+
+def fill_queue(ctx: StudyContext, study: optuna.Study) -> bool:
+    """Queue empty trials (the sampler picks their parameters when one is taken) until the study holds its budget:
+    finished, running or queued, a killed trial counted once, as its retry. Without a trial budget, one at a time.
+    Returns whether a queued trial waits."""
+    retried = retried_trials(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number not in retried]
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    wanted = ctx.cfg.study.n_trials - len(trials) if ctx.cfg.study.n_trials is not None else 1 - waiting
+    for _ in range(max(0, wanted)):
+        study.enqueue_trial({})
+    return waiting + max(0, wanted) > 0
+
+
+class Progress:
+    """One line per finished trial: its state and value, the study's best, the budget left."""
+
+    def __init__(self, ctx: StudyContext, started: float):
+        self.ctx, self.started = ctx, started
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        budget, finished = self.ctx.cfg.study, budget_trials(study)
         best = "no best yet"
         if _has_complete(study):
             best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
@@ -366,88 +434,96 @@ def run_study(ctx: StudyContext, study: optuna.Study) -> None:
         error = f" ({trial.user_attrs.get('error', 'no error recorded')})" if trial.state == TrialState.FAIL else ""
         retry = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
         retry = f" (retry of trial {retry}, killed)" if retry is not None else ""
-        spent = time.perf_counter() - started
         left = []
         if budget.n_trials is not None:
-            left.append(f"{budget.n_trials - done} trials")
-        if time_left is not None:
-            left.append(_fmt_seconds(max(0.0, time_left - spent)))
-        log(f"{ctx.prefix} trial {done}/{budget.n_trials or '?'} {trial.state.name}{value}{error}{retry}; "
-            f"{best}; this run {_fmt_seconds(spent)}, budget left: {', '.join(left)}")
-
-    if (trials_left is None or trials_left > 0) and (time_left is None or time_left > 0):
-        log(f"{ctx.prefix} study {name}: {len(finished)} trials already finished; running "
-            f"{'up to ' + str(trials_left) + ' trials' if trials_left is not None else 'trials'}"
-            f"{' within ' + _fmt_seconds(time_left) if time_left is not None else ''}")
-        study.optimize(lambda trial: objective(trial, ctx), n_trials=trials_left, timeout=time_left,
-                       catch=(Exception,), callbacks=[progress])
-    else:
-        log(f"{ctx.prefix} study {name}: budget already spent ({len(finished)} trials finished)")
+            left.append(f"{budget.n_trials - len(finished)} trials")
+        if budget.timeout is not None:
+            left.append(_fmt_seconds(max(0.0, budget.timeout - trial_seconds(finished))))
+        log(f"{self.ctx.prefix} trial {len(finished)}/{budget.n_trials or '?'} {trial.state.name}{value}{error}"
+            f"{retry}; {best}; this run {_fmt_seconds(time.perf_counter() - self.started)}, budget left: "
+            f"{', '.join(left)}")
 
 
 def _has_complete(study: optuna.Study) -> bool:
     return any(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def evaluate_best(ctx: StudyContext, study: optuna.Study) -> dict | None:
-    """Test metrics of the study's best trial, evaluated once and logged with its model to the study's run."""
-    if not _has_complete(study):
-        log(f"{ctx.prefix} no completed trial: nothing to test")
-        return None
-    best = study.best_trial
-    if study.user_attrs.get("test_trial") == best.number:
-        return study.user_attrs["test_metrics"]
-    checkpoint = Path(best.user_attrs["checkpoint"])
-    network, _, _ = load_checkpoint(checkpoint)
+def evaluate_best(ctx: StudyContext, study: optuna.Study) -> None:
+    """Test the study's best trial once, and log its metrics and model to the study's run: done by one worker, once
+    every trial has finished."""
+    with ctx.keys.hold(f"{study.study_name}/test"):
+        if trials_pending(ctx, study):
+            return  # the worker that finishes the last trial tests
+        if not _has_complete(study):
+            log(f"{ctx.prefix} no completed trial: nothing to test")
+            return
+        best = study.best_trial
+        if study.user_attrs.get("test_trial") == best.number:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = Path(ctx.client.download_artifacts(best.user_attrs["mlflow_run_id"], CHECKPOINT, folder))
+            network, _, _ = load_checkpoint(checkpoint)
+            metrics = evaluate(ctx, network, ctx.parent_run_id)
+            with mlflow.start_run(run_id=ctx.parent_run_id):
+                log_mlflow_model(checkpoint)
+        log_best(ctx, best, network)
+        study.set_user_attr("test_metrics", metrics)
+        study.set_user_attr("test_trial", best.number)
+    log(f"{ctx.prefix} best trial {best.number}: val/acc {best.value:.4f}, "
+        f"test/acc {metrics['test/acc']:.4f} on {len(ctx.data.test)} test texts")
+
+
+def log_best(ctx: StudyContext, best: optuna.trial.FrozenTrial, network: torch.nn.Module) -> None:
+    """The best trial's number, run, parameters, validation accuracy and inference speed, on the study's run."""
     run_id = ctx.parent_run_id
-    metrics = evaluate(ctx, network, run_id)
     test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
-    metrics["test/ms_per_1k_texts"] = inference_ms_per_1k(network, test_loader, len(ctx.data.test))
-    log_metrics(ctx.client, run_id, {"test/ms_per_1k_texts": metrics["test/ms_per_1k_texts"],
+    log_metrics(ctx.client, run_id, {"test/ms_per_1k_texts": inference_ms_per_1k(network, test_loader,
+                                                                                 len(ctx.data.test)),
                                      "val/acc_best": best.value})
     # Tags, not params: a resumed study with a larger budget may find a new best, and params are immutable.
     for name, value in best.params.items():
         ctx.client.set_tag(run_id, f"best/{name}", str(value))
     ctx.client.set_tag(run_id, "best_trial", str(best.number))
     ctx.client.set_tag(run_id, "best_trial_run_id", best.user_attrs.get("mlflow_run_id", ""))
-    with mlflow.start_run(run_id=run_id):
-        log_mlflow_model(checkpoint)
-    study.set_user_attr("test_metrics", metrics)
-    study.set_user_attr("test_trial", best.number)
-    # Only the best trial's checkpoint is worth keeping.
-    for path in ctx.models_dir.glob("trial-*.pt"):
-        if path != checkpoint:
-            path.unlink()
-    log(f"{ctx.prefix} best trial {best.number}: val/acc {best.value:.4f}, "
-        f"test/acc {metrics['test/acc']:.4f} on {len(ctx.data.test)} test texts")
-    return metrics
 
 
 def run_replicates(ctx: StudyContext, study: optuna.Study) -> None:
-    """Retrain the best trial's configuration `study.replicates` times with other seeds, each evaluated once on test
-    with its predictions kept. A finished replicate is never rerun; a killed one is."""
-    if not ctx.cfg.study.replicates or not _has_complete(study):
-        return
+    """Retrain the tested best trial's configuration `study.replicates` times with other seeds, each evaluated once on
+    test with its predictions kept. Each replicate is trained by one worker at a time; a finished one is never
+    rerun, a killed one is."""
+    for r in replicates_left(ctx, study):
+        with ctx.keys.hold(f"{study.study_name}/replicate/{r}", wait=False) as held:
+            if held is None or replicate_key(study, r) in study.user_attrs:
+                continue  # another worker trains it, or has just finished it
+            run_replicate(ctx, study, r)
+
+
+def replicate_key(study: optuna.Study, r: int) -> str:
+    """The study's user attribute that holds replicate r's MLflow run id, once it has finished."""
+    return f"replicate/{study.user_attrs['test_trial']}/{r}"
+
+
+def replicates_left(ctx: StudyContext, study: optuna.Study) -> list[int]:
+    """The replicates not finished yet, once the study's best trial has been tested."""
+    attrs = study.user_attrs  # read from the storage: another worker may have just set some
+    if "test_trial" not in attrs:
+        return []
+    return [r for r in range(ctx.cfg.study.replicates) if f"replicate/{attrs['test_trial']}/{r}" not in attrs]
+
+
+def run_replicate(ctx: StudyContext, study: optuna.Study, r: int) -> None:
     best = study.best_trial
-    finished = dict(study.user_attrs.get("replicates", {}))  # "best trial/replicate" -> MLflow run id
-    for r in range(ctx.cfg.study.replicates):
-        key = f"{best.number}/{r}"
-        if key in finished:
-            continue
-        tags = {"replicate": str(r), "replicate_of_trial": str(best.number)}
-        try:
-            with child_run(ctx, f"replicate-{r}", tags, best.params) as run_id:
-                seed = ctx.cfg.seed + REPLICATE_SEEDS + r
-                module = fit_network(ctx, best.params, run_id, seed, [], f"replicate {r}")
-                module.restore_best()
-                accuracy = evaluate(ctx, module.network, run_id)["test/acc"]
-        except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
-            log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
-            continue
-        finished[key] = run_id
-        study.set_user_attr("replicates", finished)
-        log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} of trial {best.number}: "
-            f"test/acc {accuracy:.4f}")
+    tags = {"replicate": str(r), "replicate_of_trial": str(best.number)}
+    try:
+        with child_run(ctx, f"replicate-{r}", tags, best.params) as run_id:
+            module = fit_network(ctx, best.params, run_id, ctx.cfg.seed + REPLICATE_SEEDS + r, [], f"replicate {r}")
+            module.restore_best()
+            accuracy = evaluate(ctx, module.network, run_id)["test/acc"]
+    except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
+        log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
+        return
+    study.set_user_attr(replicate_key(study, r), run_id)
+    log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} of trial {best.number}: test/acc {accuracy:.4f}")
 
 
 def evaluate(ctx: StudyContext, network: torch.nn.Module, run_id: str) -> dict[str, float]:
@@ -507,14 +583,16 @@ def log_importances(client: MlflowClient, run_id: str, study: optuna.Study) -> N
         client.log_metric(run_id, f"importance/{name}", float(value))
 
 
-def parent_run_id_of(client: MlflowClient, experiment_id: str, study: optuna.Study, tags: dict) -> str:
-    """The study's MLflow run, created on the first run of the study and found again on a resume."""
-    run_id = study.user_attrs.get("mlflow_run_id")
-    if run_id is None:
-        run = client.create_run(experiment_id, run_name=study.study_name.replace("/", "-"),
-                                tags={**tags, "study": study.study_name})
-        run_id = run.info.run_id
-        study.set_user_attr("mlflow_run_id", run_id)
+def parent_run_id_of(ctx: StudyContext, study: optuna.Study, tags: dict) -> str:
+    """The study's MLflow run, created by the first worker of the study and found again by the others and on a
+    resume."""
+    with ctx.keys.hold(f"{study.study_name}/run"):
+        run_id = study.user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            run = ctx.client.create_run(ctx.experiment_id, run_name=study.study_name.replace("/", "-"),
+                                        tags={**tags, "study": study.study_name})
+            run_id = run.info.run_id
+            study.set_user_attr("mlflow_run_id", run_id)
     return run_id
 
 
@@ -537,17 +615,21 @@ def log_data_stats(client: MlflowClient, run_id: str, stats: dict) -> None:
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing])
 
 
-def experiment_id_of(client: MlflowClient, cfg: SweepConfig, uri: str) -> str:
+def experiment_id_of(client: MlflowClient, cfg: SweepConfig) -> str:
     found = client.get_experiment_by_name(cfg.name)
     if found is not None:
         return found.experiment_id
     # With a local store, artifacts go to the runtime folder too (MLflow's default is ./mlruns).
+    uri = tracking_uri(cfg)
     location = (runtime_dir() / "mlartifacts" / cfg.name).as_uri() if uri.startswith("sqlite") else None
-    return client.create_experiment(cfg.name, artifact_location=location)
+    try:
+        return client.create_experiment(cfg.name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # another worker created it first
+        return client.get_experiment_by_name(cfg.name).experiment_id
 
 
-def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
-    """Run (or resume) every study of the sweep; returns {(dataset, arch): test metrics or None}."""
+def run_sweep(cfg: SweepConfig, config_path: str | Path) -> None:
+    """Run (or resume) every study of the sweep, as one of any number of workers (one only on SQLite)."""
     check_networks_build(cfg, config_path)
     url = make_url(storage_url(cfg))
     if url.get_backend_name() != "sqlite":
@@ -556,50 +638,88 @@ def run_sweep(cfg: SweepConfig, config_path: str | Path) -> dict:
         return run_studies(cfg, config_path, own_store=True)
 
 
-def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> dict:
-    """own_store: no other process uses the Optuna storage, so a trial left running belongs to a dead one."""
-    sweep_start = time.perf_counter()
+def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> None:
+    """Do what is left of each study, then wait for the other workers' running trials and replicates, taking over
+    those of a worker that dies. own_store: no other process uses the Optuna storage."""
+    started = time.perf_counter()
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    experiment_id = experiment_id_of(client, cfg, uri)
-    # The heartbeat marks a dead worker's trials failed, and the callback retries their parameters.
-    storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=30, grace_period=90,
-                                         heartbeat_stale_trial_callback=RETRY_KILLED)
+    storage = open_storage(cfg)
     log(f"sweep {cfg.name} ({config_path}): {len(cfg.datasets)} datasets x {len(cfg.architectures)} architectures "
-        f"on {device_description()}; MLflow {uri}; Optuna {storage_url(cfg)}")
-
-    # The validated config with overrides applied, so that the hash changes with any override too.
-    config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
-    results = {}
+        f"on {device_description()}, worker {worker_name()}; MLflow {redacted(uri)}; Optuna "
+        f"{redacted(storage_url(cfg))}")
+    studies = []
     for dataset in cfg.datasets:
         data = bench_data.load(dataset, cfg.data_for(dataset), cfg.seed, cfg.data_dir, log=log)
         log(f"[{dataset}] rows {data.stats['rows']}, vocabulary {data.vocab_size}, "
             f"train tokens per text {data.stats['train_tokens']}")
         for arch in cfg.architectures:
-            study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage,
-                                        direction="maximize", sampler=make_sampler(cfg),
-                                        pruner=make_pruner(cfg, dataset), load_if_exists=True)
-            tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
-            ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id,
-                               parent_run_id_of(client, experiment_id, study, tags),
-                               runtime_dir() / "models" / cfg.name / dataset / arch)
-            close_dead_trials(ctx, study, own_store)
-            log_data_stats(client, ctx.parent_run_id, data.stats)
-            if dataset in cfg.study.target_val_acc:  # what the report's time-to-target table reads
-                client.set_tag(ctx.parent_run_id, "target_val_acc", str(cfg.study.target_val_acc[dataset]))
-            run_study(ctx, study)
-            results[(dataset, arch)] = evaluate_best(ctx, study)
-            run_replicates(ctx, study)
-            close_study_run(ctx, study)
-    log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - sweep_start)}")
-    return results
+            studies.append(open_study(cfg, config_path, dataset, arch, data, client, storage))
+            work_on(*studies[-1], own_store)
+    while waiting := [(ctx, study) for ctx, study in studies if others_working(ctx, study)]:
+        log(f"waiting for other workers' trials and replicates: {', '.join(s.study_name for _, s in waiting)}")
+        time.sleep(cfg.heartbeat)
+        for ctx, study in waiting:
+            work_on(ctx, study, own_store)
+    log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - started)}")
+
+
+def open_storage(cfg: SweepConfig) -> optuna.storages.RDBStorage:
+    """The Optuna storage. Its heartbeat marks a dead worker's trials failed, and the callback retries them."""
+    try:
+        return optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=cfg.heartbeat,
+                                          grace_period=3 * cfg.heartbeat, heartbeat_stale_trial_callback=RETRY_KILLED)
+    except sqlalchemy.exc.OperationalError as error:
+        raise UserError(f"cannot open the Optuna storage {redacted(storage_url(cfg))}: {error.orig}") from None
+
+
+def open_study(cfg: SweepConfig, config_path, dataset: str, arch: str, data, client: MlflowClient,
+               storage) -> tuple[StudyContext, optuna.Study]:
+    study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage, direction="maximize",
+                                sampler=make_sampler(cfg), pruner=make_pruner(cfg, dataset), load_if_exists=True)
+    ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id_of(client, cfg), "", Keys(storage_url(cfg)))
+    # The validated config with overrides applied, so that the hash changes with any override too.
+    config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
+    tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
+    ctx.parent_run_id = parent_run_id_of(ctx, study, tags)
+    log_data_stats(client, ctx.parent_run_id, data.stats)
+    if dataset in cfg.study.target_val_acc:  # what the report's time-to-target table reads
+        client.set_tag(ctx.parent_run_id, "target_val_acc", str(cfg.study.target_val_acc[dataset]))
+    return ctx, study
+
+
+def work_on(ctx: StudyContext, study: optuna.Study, own_store: bool) -> None:
+    """Whatever of the study is left to do and not being done by another worker."""
+    close_dead_trials(ctx, study, own_store)
+    run_trials(ctx, study)
+    evaluate_best(ctx, study)
+    run_replicates(ctx, study)
+    if not others_working(ctx, study):
+        close_study_run(ctx, study)
+
+
+def others_working(ctx: StudyContext, study: optuna.Study) -> bool:
+    """Whether another worker is running one of the study's trials or replicates (one that died counts until the
+    heartbeat or PostgreSQL tells)."""
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return True
+    return any(_held(ctx, f"{study.study_name}/replicate/{r}") for r in replicates_left(ctx, study))
+
+
+def _held(ctx: StudyContext, key: str) -> bool:
+    with ctx.keys.hold(key, wait=False) as free:
+        return free is None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def close_dead_trials(ctx: StudyContext, study: optuna.Study, own_store: bool) -> None:
-    """Fail the trials of a killed process and queue their parameters again (Optuna's heartbeat callback), and
-    mark their MLflow runs KILLED. Owning the store, every running trial is such a one; sharing it, the heartbeat
-    tells which are."""
+    """Fail the trials of a killed worker and queue their parameters again (Optuna's heartbeat callback), and mark
+    their MLflow runs, and those of its replicates, KILLED. Owning the store, every running trial is such a one;
+    sharing it, the heartbeat tells which are."""
     if own_store:
         retried = retried_trials(study)
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
@@ -610,11 +730,14 @@ def close_dead_trials(ctx: StudyContext, study: optuna.Study, own_store: bool) -
             log(f"{ctx.prefix} trial {trial.number} was left running by a killed process: failed, and queued again")
     else:
         optuna.storages.fail_stale_trials(study)
-    running = {t.user_attrs.get("mlflow_run_id") for t in study.get_trials(states=(TrialState.RUNNING,))}
-    orphans = ctx.client.search_runs([ctx.experiment_id], filter_string=(
+    running = {str(t.number) for t in study.get_trials(states=(TrialState.RUNNING,))}
+    runs = ctx.client.search_runs([ctx.experiment_id], filter_string=(
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'"))
-    for run in orphans:
-        if run.info.run_id not in running:
+    for run in runs:
+        tags = run.data.tags
+        alive = (tags["trial"] in running if "trial" in tags
+                 else _held(ctx, f"{study.study_name}/replicate/{tags.get('replicate')}"))
+        if not alive:
             ctx.client.set_tag(run.info.run_id, "state", "killed")
             ctx.client.set_terminated(run.info.run_id, "KILLED")
 

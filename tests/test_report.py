@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -18,7 +17,7 @@ GOLDEN = Path(__file__).parent / "golden" / "report.md"
 TAGS = {"sweep": "golden", "git_commit": "0123456789abcdef", "config": "sweeps/golden.yaml",
         "config_sha256": "abcdef012345", "cpu": "Test CPU", "cores": "2", "gpu": "none", "device": "cpu",
         "python": "3.11.7", "torch": "2.13.0", "lightning": "2.6.6", "optuna": "5.0.0",
-        "optuna_integration": "5.0.0", "mlflow": "3.17.2"}
+        "optuna_integration": "5.0.0", "mlflow": "3.17.2", "host": "box", "worker": "box:123"}
 DATA = {"data/rows_train": 900, "data/rows_val": 100, "data/rows_test": 500, "data/dropped_test_rows": 0,
         "data/vocab_size": 1000, "data/train_tokens_mean": 50.5, "data/train_tokens_median": 40,
         "data/train_tokens_p95": 120, "data/train_tokens_max": 200}
@@ -68,9 +67,9 @@ def make_store(uri, artifacts):
         for r, accs in enumerate(curves):
             tags = {**TAGS, "dataset": "imdb", "architecture": arch, "replicate": str(r), "replicate_of_trial": "1",
                     MLFLOW_PARENT_RUN_ID: parent}
-            csv = predictions(lambda i: right(i, r))
-            metrics = [("test/acc", float(pd.read_csv(io.StringIO(csv)).pipe(
-                lambda p: ((p.probability > 0.5) == p.label).mean())), 0)]
+            csv = predictions(lambda i, r=r: right(i, r))
+            table = pd.read_csv(io.StringIO(csv))
+            metrics = [("test/acc", float(((table.probability > 0.5) == table.label).mean()), 0)]
             metrics += [(k, v, step) for step, acc in enumerate(accs)
                         for k, v in (("val/acc", acc), ("time/elapsed_s", 5.0 * (step + 1) * (r + 1)))]
             client.log_text(run(tags, metrics, start=100 + r), csv, "test_predictions.csv")

@@ -1,0 +1,58 @@
+"""What several workers on one sweep must do once (create a study's MLflow run, top up its trial budget, test its
+best model, train a replicate) is decided by the database that holds the Optuna studies, not by timing.
+
+On PostgreSQL: a session-level advisory lock per key. One connection holds it at a time, and PostgreSQL releases it
+when its holder unlocks or its connection ends, so a killed worker never leaves a key held. On SQLite one process
+owns the whole store (runtime.only_process): every key is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import sqlalchemy
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from bench.runtime import UserError
+
+
+class Keys:
+    """Advisory locks on the Optuna storage's database, one per key string."""
+
+    def __init__(self, storage_url: str):
+        backend = make_url(storage_url).get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise UserError(f"storage {backend}: workers coordinate through PostgreSQL (or one process on SQLite)")
+        self.engine = None
+        if backend == "postgresql":
+            # A connection per hold: its end releases the lock. AUTOCOMMIT: no transaction stays open meanwhile.
+            self.engine = sqlalchemy.create_engine(storage_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def hold(self, key: str, wait: bool = True):
+        """Hold `key` for the block; yields a function that releases it early, or, with wait=False, None when
+        another worker holds it."""
+        if self.engine is None:
+            yield lambda: None
+            return
+        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        with self.engine.connect() as connection:
+            if wait:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": number})
+            elif not connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar():
+                yield None
+                return
+            held = True
+
+            def release() -> None:
+                nonlocal held
+                if held:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": number})
+                    held = False
+
+            try:
+                yield release
+            finally:
+                release()

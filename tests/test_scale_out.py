@@ -1,0 +1,144 @@
+"""Several workers on one sweep, against a real PostgreSQL and MLflow server (`bench services`, which .ci/run
+starts): exact budgets, one run, test and model per study, killed workers' trials and replicates retried."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.trial import TrialState
+
+from bench import sweep
+from bench.cli import main
+
+ROOT = Path(__file__).parent.parent
+ARCHS = ["lstm", "averaging"]
+N_TRIALS, REPLICATES = 4, 2
+
+
+@pytest.fixture(scope="session")
+def services():
+    """The URIs of the local PostgreSQL and MLflow server, started unless they run already."""
+    env = {k: v for k, v in os.environ.items() if k not in ("BENCH_HOME", "BENCH_STORAGE", "BENCH_TRACKING_URI")}
+    started = subprocess.run([sys.executable, "-m", "bench", "services", "--detach"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    if started.returncode != 0:
+        if os.environ.get("BENCH_REQUIRE_SERVICES"):  # set by .ci/run, which installs PostgreSQL
+            pytest.fail(started.stderr)
+        pytest.skip(f"no local PostgreSQL and MLflow server: {started.stderr.strip()}")
+    lines = (ROOT / ".bench" / "services" / "services.env").read_text().split()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def sweep_args(tiny_sweep, services, name, reports, workers):
+    return ["-m", "bench", "sweep", str(tiny_sweep), f"name={name}", f"storage={services['BENCH_STORAGE']}",
+            f"tracking_uri={services['BENCH_TRACKING_URI']}", "heartbeat=1", f"architectures=[{', '.join(ARCHS)}]",
+            f"study.n_trials={N_TRIALS}", "study.max_epochs=10", "study.patience=10", "study.pruner.type=none",
+            f"study.replicates={REPLICATES}", "--workers", str(workers), "--reports", str(reports)]
+
+
+def start(args, runtime):
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_HOME": str(runtime)})
+
+
+def check_sweep_is_complete_and_exact(services, name):
+    """Exact trial budgets, one parent run, test evaluation, model and set of replicates per study, and nothing
+    left running; returns the MLflow runs."""
+    storage = services["BENCH_STORAGE"]
+    for arch in ARCHS:
+        study = optuna.load_study(study_name=f"{name}/imdb/{arch}", storage=storage)
+        assert len(sweep.budget_trials(study)) == N_TRIALS, arch
+        assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)), arch
+    client = MlflowClient(services["BENCH_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert sorted(r.data.tags["architecture"] for r in parents) == sorted(ARCHS)  # one run per study
+    for parent in parents:
+        assert len(client.get_metric_history(parent.info.run_id, "test/acc")) == 1
+        models = client.search_logged_models([experiment.experiment_id],
+                                             filter_string=f"source_run_id = '{parent.info.run_id}'")
+        assert len(models) == 1
+        replicates = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id
+                      and "replicate" in r.data.tags and r.info.status == "FINISHED"]
+        assert sorted(r.data.tags["replicate"] for r in replicates) == [str(r) for r in range(REPLICATES)]
+    return runs
+
+
+@pytest.mark.slow
+def test_three_workers_one_killed_mid_trial(services, tiny_sweep, tmp_path):
+    name = f"scale-{uuid.uuid4().hex[:8]}"
+    launcher = start(sweep_args(tiny_sweep, services, name, tmp_path / "reports", 3), tmp_path / "runtime")
+    pids, killed, lines = {}, None, []
+    for line in launcher.stdout:
+        lines.append(line)
+        if started := re.match(r"worker (\d+): pid (\d+)", line):
+            pids[started[1]] = int(started[2])
+        trial = re.match(r"\[w(\d+)\] \[imdb/lstm\] trial (\d+) epoch 1/10", line)
+        if trial and killed is None:
+            os.kill(pids[trial[1]], signal.SIGKILL)
+            killed = int(trial[2])
+    output = "".join(lines)
+    assert launcher.wait() == 1 and killed is not None, output  # 1: a worker died; the others finished
+
+    study = optuna.load_study(study_name=f"{name}/imdb/lstm", storage=services["BENCH_STORAGE"])
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].params == study.trials[killed].params
+    assert retries[0].state == TrialState.COMPLETE
+    runs = check_sweep_is_complete_and_exact(services, name)
+    killed_run = next(r for r in runs if r.data.tags.get("trial") == str(killed)
+                      and r.data.tags["architecture"] == "lstm" and r.info.status == "KILLED")
+    assert killed_run.data.tags["state"] == "killed"
+    assert len({r.data.tags["worker"] for r in runs if "trial" in r.data.tags}) >= 2
+
+    # The password is in no output, tag, parameter or report.
+    password = urllib.parse.urlsplit(services["BENCH_STORAGE"]).password
+    report = (tmp_path / "reports" / name / "README.md").read_text()
+    texts = [output, report] + [v for r in runs for v in (*r.data.tags.values(), *r.data.params.values())]
+    assert not [t for t in texts if password in t]
+    assert "worker processes: 3, on 1 host(s)" in report or "worker processes: 2, on 1 host(s)" in report
+
+
+@pytest.mark.slow
+def test_every_worker_killed_then_restarted_finishes_with_nothing_repeated(services, tiny_sweep, tmp_path):
+    name = f"scale-{uuid.uuid4().hex[:8]}"
+    args = sweep_args(tiny_sweep, services, name, tmp_path / "reports", 2)
+    first = start(args, tmp_path / "runtime")
+    for line in first.stdout:
+        if re.match(r"\[w\d\] \[imdb/lstm\] trial 2 epoch 1/10", line):  # two averaging trials... and more finished
+            break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = {t.number: t.user_attrs.get("mlflow_run_id") for t in optuna.load_study(
+        study_name=f"{name}/imdb/lstm", storage=services["BENCH_STORAGE"]).trials if t.state == TrialState.COMPLETE}
+
+    second = start(args, tmp_path / "runtime")
+    output = second.stdout.read()
+    assert second.wait() == 0, output
+    check_sweep_is_complete_and_exact(services, name)
+    after = optuna.load_study(study_name=f"{name}/imdb/lstm", storage=services["BENCH_STORAGE"]).trials
+    assert all(after[n].user_attrs.get("mlflow_run_id") == run for n, run in before.items())  # kept, not rerun
+
+
+def test_several_workers_on_sqlite_are_refused(runtime, tiny_sweep, capsys):
+    assert main(["sweep", str(tiny_sweep), "--workers", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "--workers 2: SQLite takes one process at a time" in error and "PostgreSQL" in error
+
+
+def test_a_password_in_an_error_is_hidden(runtime, tiny_sweep, capsys):
+    code = main(["sweep", str(tiny_sweep), "storage=postgresql://bench:hunter2@127.0.0.1:1/optuna"])
+    error = capsys.readouterr().err
+    assert code != 0 and "hunter2" not in error and "bench:***@127.0.0.1" in error
+    assert not [p for p in (runtime / "logs").glob("*.log") if "hunter2" in p.read_text()]
