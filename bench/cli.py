@@ -57,7 +57,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: needs at least 1")
     from bench.report import write_report
+    from bench.runtime import quiet_libraries
 
+    quiet_libraries()
     failed = []
     if args.workers == 1:
         worker_command(args)

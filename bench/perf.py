@@ -41,6 +41,7 @@ from mlflow.tracking import MlflowClient
 from bench import data as bench_data
 from bench import sweep
 from bench.config import load_config
+from bench.coordination import Keys
 from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
 from bench.module import training_flops_per_token
 from bench.runtime import keep_freed_memory, quiet_libraries
@@ -101,9 +102,9 @@ class TrainingBench:
                                          subset(self.full.test, 2000), self.full.stats)
         mlflow.set_tracking_uri(cfg.tracking_uri)
         self.client = MlflowClient(cfg.tracking_uri)
-        experiment_id = sweep.experiment_id_of(self.client, cfg, cfg.tracking_uri)
+        experiment_id = sweep.experiment_id_of(self.client, cfg)
         parent = self.client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
-        self.ctx = sweep.StudyContext(cfg, "imdb", arch, data, self.client, experiment_id, parent, workdir / "models")
+        self.ctx = sweep.StudyContext(cfg, "imdb", arch, data, self.client, experiment_id, parent, Keys("sqlite://"))
 
     def _size_passes(self, pass_seconds: float) -> tuple[bench_data.Split, int]:
         """A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first

@@ -635,7 +635,8 @@ def _header(studies: list[Study]) -> list[str]:
         f"device used: {tags.get('device', '?')}",
         "- Libraries: " + ", ".join(f"{lib} {tags.get(lib, '?')}" for lib in LIBRARIES),
         f"- Studies: {len(studies)}; trials: {len(trial_seconds)}; time in trials: "
-        f"{_num(sum(trial_seconds) / 60)} min; worker processes: {len(workers)}, on {len(hosts)} host(s)",
+        f"{_num(sum(trial_seconds) / 60)} min; worker processes: "
+        + (f"{len(workers)}, on {len(hosts)} host(s)" if workers else "not recorded (runs older than the tag)"),
     ]
 
 

@@ -105,7 +105,9 @@ def quiet_libraries() -> None:
     import optuna
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("lightning.pytorch", "mlflow.store.db.utils", "alembic"):  # the latter two: creating a new store
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run, with a server
+    # The last two speak when a new store is created.
+    for name in ("lightning.pytorch", "mlflow.system_metrics", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # MLflow warns that a pickled model runs code when loaded: true of any pyfunc, and this one is our own.
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)

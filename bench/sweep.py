@@ -586,18 +586,23 @@ def log_importances(client: MlflowClient, run_id: str, study: optuna.Study) -> N
 def parent_run_id_of(ctx: StudyContext, study: optuna.Study, tags: dict) -> str:
     """The study's MLflow run, created by the first worker of the study and found again by the others and on a
     resume."""
-    with ctx.keys.hold(f"{study.study_name}/run"):
-        run_id = study.user_attrs.get("mlflow_run_id")
-        if run_id is None:
-            run = ctx.client.create_run(ctx.experiment_id, run_name=study.study_name.replace("/", "-"),
-                                        tags={**tags, "study": study.study_name})
-            run_id = run.info.run_id
-            study.set_user_attr("mlflow_run_id", run_id)
+    run_id = study.user_attrs.get("mlflow_run_id")  # the caller holds the study's run key
+    if run_id is None:
+        run = ctx.client.create_run(ctx.experiment_id, run_name=study.study_name.replace("/", "-"),
+                                    tags={**tags, "study": study.study_name})
+        run_id = run.info.run_id
+        study.set_user_attr("mlflow_run_id", run_id)
     return run_id
 
 
 def close_study_run(ctx: StudyContext, study: optuna.Study) -> None:
-    """Trial counts, trial time and hyperparameter importances on the study's run, which is then finished."""
+    """Trial counts, trial time and hyperparameter importances on the study's run, which is then finished. One
+    worker at a time: MLflow's server may refuse the same tag set twice at once."""
+    with ctx.keys.hold(f"{study.study_name}/run"):
+        _close_study_run(ctx, study)
+
+
+def _close_study_run(ctx: StudyContext, study: optuna.Study) -> None:
     counted = budget_trials(study)
     for state in FINISHED:
         count = sum(t.state == state for t in counted)
@@ -662,6 +667,8 @@ def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> N
         time.sleep(cfg.heartbeat)
         for ctx, study in waiting:
             work_on(ctx, study, own_store)
+    for ctx, study in studies:  # two workers finishing a study's last replicates at once may each leave it open
+        close_study_run(ctx, study)
     log(f"sweep {cfg.name} done in {_fmt_seconds(time.perf_counter() - started)}")
 
 
@@ -682,10 +689,11 @@ def open_study(cfg: SweepConfig, config_path, dataset: str, arch: str, data, cli
     # The validated config with overrides applied, so that the hash changes with any override too.
     config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
     tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
-    ctx.parent_run_id = parent_run_id_of(ctx, study, tags)
-    log_data_stats(client, ctx.parent_run_id, data.stats)
-    if dataset in cfg.study.target_val_acc:  # what the report's time-to-target table reads
-        client.set_tag(ctx.parent_run_id, "target_val_acc", str(cfg.study.target_val_acc[dataset]))
+    with ctx.keys.hold(f"{study.study_name}/run"):  # one worker at a time writes the study's run
+        ctx.parent_run_id = parent_run_id_of(ctx, study, tags)
+        log_data_stats(client, ctx.parent_run_id, data.stats)
+        if dataset in cfg.study.target_val_acc:  # what the report's time-to-target table reads
+            client.set_tag(ctx.parent_run_id, "target_val_acc", str(cfg.study.target_val_acc[dataset]))
     return ctx, study
 
 
@@ -730,6 +738,13 @@ def close_dead_trials(ctx: StudyContext, study: optuna.Study, own_store: bool) -
             log(f"{ctx.prefix} trial {trial.number} was left running by a killed process: failed, and queued again")
     else:
         optuna.storages.fail_stale_trials(study)
+    with ctx.keys.hold(f"{study.study_name}/run"):  # one worker marks a dead one's runs
+        mark_killed_runs(ctx, study)
+
+
+def mark_killed_runs(ctx: StudyContext, study: optuna.Study) -> None:
+    """Mark KILLED the study's MLflow runs left RUNNING by a dead worker: a trial's whose trial is no longer running,
+    a replicate's whose key no worker holds."""
     running = {str(t.number) for t in study.get_trials(states=(TrialState.RUNNING,))}
     runs = ctx.client.search_runs([ctx.experiment_id], filter_string=(
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'"))

@@ -168,7 +168,8 @@ def test_killed_mid_trial_then_an_immediate_restart(runtime, tiny_sweep, signum)
     study = optuna.load_study(study_name="tiny/imdb/lstm", storage=sweep.storage_url(cfg))
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    killed, retry = study.trials[1], study.trials[2]
+    # The budget's three trials were queued at the start: the retry of the killed one comes after them.
+    killed, retry = study.trials[1], study.trials[3]
     assert retry.params == killed.params and retry.system_attrs["failed_trial"] == 1
     assert len(sweep.budget_trials(study)) == 3
 

@@ -62,7 +62,7 @@ def check_sweep_is_complete_and_exact(services, name):
     client = MlflowClient(services["BENCH_TRACKING_URI"])
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert not [r.data.tags for r in runs if r.info.status == "RUNNING"]
     parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
     assert sorted(r.data.tags["architecture"] for r in parents) == sorted(ARCHS)  # one run per study
     for parent in parents:
