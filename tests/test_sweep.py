@@ -8,18 +8,21 @@ from bench import sweep
 from bench.config import load_config
 
 
+def study_of(cfg, arch="averaging"):
+    return optuna.load_study(study_name=sweep.study_name(cfg, "imdb", arch), storage=sweep.storage_url(cfg))
+
+
 def states(cfg, arch="averaging"):
-    study = optuna.load_study(study_name=sweep.study_name(cfg, "imdb", arch), storage=sweep.storage_url(cfg))
-    return [t.state for t in study.trials]
+    return [t.state for t in study_of(cfg, arch).trials]
 
 
 def test_pruned_trial_is_recorded_as_pruned(runtime, tiny_sweep, monkeypatch):
     # Deterministic: validation accuracy is never above 1.1, so every trial is pruned after its first epoch.
     monkeypatch.setattr(sweep, "make_pruner", lambda cfg, dataset: optuna.pruners.ThresholdPruner(lower=1.1))
     cfg = load_config(tiny_sweep)
-    results = sweep.run_sweep(cfg, tiny_sweep)
+    sweep.run_sweep(cfg, tiny_sweep)
     assert states(cfg) == [TrialState.PRUNED, TrialState.PRUNED]
-    assert results[("imdb", "averaging")] is None  # no completed trial, so nothing to test
+    assert "test_metrics" not in study_of(cfg).user_attrs  # no completed trial, so nothing to test
 
 
 class NaNNetwork(torch.nn.Module):
@@ -36,12 +39,11 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(runtime, tiny_sweep, mon
     monkeypatch.setattr(sweep, "build_network",
                         lambda arch, *a, **k: NaNNetwork() if arch == "averaging" else real_build(arch, *a, **k))
     cfg = load_config(tiny_sweep, ["architectures=[averaging, bag_concat]", "study.pruner.type=none"])
-    results = sweep.run_sweep(cfg, tiny_sweep)
+    sweep.run_sweep(cfg, tiny_sweep)
     assert states(cfg, "averaging") == [TrialState.FAIL, TrialState.FAIL]
-    study = optuna.load_study(study_name=sweep.study_name(cfg, "imdb", "averaging"), storage=sweep.storage_url(cfg))
-    assert "training loss is nan" in study.trials[0].user_attrs["error"]
+    assert "training loss is nan" in study_of(cfg).trials[0].user_attrs["error"]
     assert states(cfg, "bag_concat") == [TrialState.COMPLETE, TrialState.COMPLETE]
-    assert results[("imdb", "bag_concat")]["test/acc"] > 0.5
+    assert study_of(cfg, "bag_concat").user_attrs["test_metrics"]["test/acc"] > 0.5
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch():
