@@ -43,22 +43,24 @@ def bench_env(session: nox.Session) -> Path:
     return BIN
 
 
-@nox.session(venv_backend="none")
-def sweep(session: nox.Session) -> None:
-    """Run or resume a sweep: nox -s sweep [-- CONFIG] [key.path=value ...] (default sweeps/default.yaml)."""
+def run_on_config(session: nox.Session, command: str) -> None:
+    """`python -m bench COMMAND [CONFIG] [key.path=value ...]`, the config sweeps/default.yaml unless given."""
     args = list(session.posargs)
     if not args or "=" in args[0]:
         args.insert(0, "sweeps/default.yaml")
-    session.run(str(bench_env(session) / "python"), "-m", "bench", "sweep", *args, external=True)
+    session.run(str(bench_env(session) / "python"), "-m", "bench", command, *args, external=True)
+
+
+@nox.session(venv_backend="none")
+def sweep(session: nox.Session) -> None:
+    """Run or resume a sweep: nox -s sweep [-- CONFIG] [key.path=value ...] [--workers N]."""
+    run_on_config(session, "sweep")
 
 
 @nox.session(venv_backend="none")
 def worker(session: nox.Session) -> None:
     """Join a sweep as one more worker, from any machine that reaches its storage: nox -s worker -- CONFIG [...]."""
-    args = list(session.posargs)
-    if not args or "=" in args[0]:
-        args.insert(0, "sweeps/default.yaml")
-    session.run(str(bench_env(session) / "python"), "-m", "bench", "worker", *args, external=True)
+    run_on_config(session, "worker")
 
 
 @nox.session(venv_backend="none")
