@@ -119,11 +119,11 @@ def services_command(args: argparse.Namespace) -> None:
 
 
 def dashboard_command(args: argparse.Namespace) -> None:
-    import os
+    import optuna_dashboard
 
     storage = storage_url(load_config(args.config))
     print(f"optuna-dashboard over {redacted(storage)} on http://{args.host}:{args.port}", flush=True)
-    os.execvp("optuna-dashboard", ["optuna-dashboard", storage, "--host", args.host, "--port", str(args.port)])
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
 
 
 def save_traceback() -> Path:
