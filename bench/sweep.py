@@ -240,7 +240,7 @@ def objective(trial: optuna.Trial, ctx: StudyContext, taken=lambda: None) -> flo
     with trial_run(trial, ctx, params) as run_id:
         module = fit_trial(trial, ctx, params, run_id)
     value = float(module.val_acc_best.compute())
-    if _beats_best(trial.study, value):
+    if _matches_best(trial.study, value):
         keep_checkpoint(trial, ctx, module, params, run_id)
     return value
 
@@ -346,9 +346,11 @@ def keep_checkpoint(trial: optuna.Trial, ctx: StudyContext, module: ClassifierMo
         ctx.client.log_artifact(run_id, str(path))
 
 
-def _beats_best(study: optuna.Study, value: float) -> bool:
+def _matches_best(study: optuna.Study, value: float) -> bool:
+    """Whether the trial may be the study's best: a tie too, since Optuna may name either of two equal trials best
+    (with several workers, the one that finished second may hold the lower number)."""
     try:
-        return value > study.best_value
+        return value >= study.best_value
     except ValueError:  # no completed trial yet
         return True
 

@@ -40,7 +40,7 @@ def services():
 
 def sweep_args(tiny_sweep, services, name, reports, workers):
     return ["-m", "bench", "sweep", str(tiny_sweep), f"name={name}", f"storage={services['BENCH_STORAGE']}",
-            f"tracking_uri={services['BENCH_TRACKING_URI']}", "heartbeat=1", f"architectures=[{', '.join(ARCHS)}]",
+            f"tracking_uri={services['BENCH_TRACKING_URI']}", "heartbeat=2", f"architectures=[{', '.join(ARCHS)}]",
             f"study.n_trials={N_TRIALS}", "study.max_epochs=10", "study.patience=10", "study.pruner.type=none",
             f"study.replicates={REPLICATES}", "--workers", str(workers), "--reports", str(reports)]
 
