@@ -207,6 +207,23 @@ def _length_stats(split: Split) -> dict:
     }
 
 
+def split_training_rows(name: str, labels: np.ndarray, settings, rng: np.random.Generator):
+    """Row numbers of the training file's train, validation and held-out splits (None without one), each stratified
+    and shuffled (both mirrors are sorted by label)."""
+    keep, heldout_idx = np.arange(len(labels)), None
+    if settings.heldout_size is not None:  # set aside first: no train_size or val draw can reach these rows
+        if settings.heldout_size >= len(labels):
+            raise DataError(f"data.{name}.heldout_size: {settings.heldout_size} must be below the {len(labels)} "
+                            "rows of the training file, which also gives train and validation")
+        heldout_idx = rng.permutation(stratified_subset(labels, settings.heldout_size, rng))
+        keep = np.setdiff1d(keep, heldout_idx)
+    if settings.train_size is not None and settings.train_size < len(keep):
+        keep = keep[stratified_subset(labels[keep], settings.train_size, rng)]
+    is_val = np.zeros(len(keep), dtype=bool)
+    is_val[stratified_subset(labels[keep], settings.val_fraction, rng)] = True
+    return rng.permutation(keep[~is_val]), rng.permutation(keep[is_val]), heldout_idx
+
+
 def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
     """Split, train the tokeniser on the training split only, and encode every split."""
     spec = DATASETS[name]
@@ -215,21 +232,7 @@ def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
     to_class = np.vectorize(spec.label_map.get, otypes=[np.int64])
 
     raw_train = np.asarray(train_src.data.column(spec.label_column))
-    keep, heldout_idx = np.arange(len(raw_train)), None
-    if settings.heldout_size is not None:  # set aside first: no train_size or val draw can reach these rows
-        if settings.heldout_size >= len(raw_train):
-            raise DataError(f"data.{name}.heldout_size: {settings.heldout_size} must be below the {len(raw_train)} "
-                            "rows of the training file, which also gives train and validation")
-        heldout_idx = rng.permutation(stratified_subset(raw_train, settings.heldout_size, rng))
-        keep = np.setdiff1d(keep, heldout_idx)
-    if settings.train_size is not None and settings.train_size < len(keep):
-        keep = keep[stratified_subset(raw_train[keep], settings.train_size, rng)]
-    val_idx_local = stratified_subset(raw_train[keep], settings.val_fraction, rng)
-    is_val = np.zeros(len(keep), dtype=bool)
-    is_val[val_idx_local] = True
-    train_idx, val_idx = keep[~is_val], keep[is_val]
-    # Rows are shuffled inside each split: both mirrors are sorted by label.
-    train_idx, val_idx = rng.permutation(train_idx), rng.permutation(val_idx)
+    train_idx, val_idx, heldout_idx = split_training_rows(name, raw_train, settings, rng)
 
     texts = train_src.data.column("text")
     train_texts = texts.take(train_idx).to_pylist()
