@@ -8,6 +8,7 @@ as an MLflow model that predicts from raw text.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -495,14 +496,16 @@ def run_replicates(ctx: StudyContext, study: optuna.Study) -> None:
     rerun, a killed one is."""
     for r in replicates_left(ctx, study):
         with ctx.keys.hold(f"{study.study_name}/replicate/{r}", wait=False) as held:
-            if held is None or replicate_key(study, r) in study.user_attrs:
+            attrs = study.user_attrs
+            if held is None or replicate_key(attrs, r) in attrs:
                 continue  # another worker trains it, or has just finished it
             run_replicate(ctx, study, r)
 
 
-def replicate_key(study: optuna.Study, r: int) -> str:
-    """The study's user attribute that holds replicate r's MLflow run id, once it has finished."""
-    return f"replicate/{study.user_attrs['test_trial']}/{r}"
+def replicate_key(attrs: dict, r: int) -> str:
+    """The study's user attribute (of `attrs`, the study's) that holds replicate r's MLflow run id, once it has
+    finished."""
+    return f"replicate/{attrs['test_trial']}/{r}"
 
 
 def replicates_left(ctx: StudyContext, study: optuna.Study) -> list[int]:
@@ -510,7 +513,7 @@ def replicates_left(ctx: StudyContext, study: optuna.Study) -> list[int]:
     attrs = study.user_attrs  # read from the storage: another worker may have just set some
     if "test_trial" not in attrs:
         return []
-    return [r for r in range(ctx.cfg.study.replicates) if f"replicate/{attrs['test_trial']}/{r}" not in attrs]
+    return [r for r in range(ctx.cfg.study.replicates) if replicate_key(attrs, r) not in attrs]
 
 
 def run_replicate(ctx: StudyContext, study: optuna.Study, r: int) -> None:
@@ -524,7 +527,7 @@ def run_replicate(ctx: StudyContext, study: optuna.Study, r: int) -> None:
     except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
         log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
         return
-    study.set_user_attr(replicate_key(study, r), run_id)
+    study.set_user_attr(replicate_key(study.user_attrs, r), run_id)
     log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} of trial {best.number}: test/acc {accuracy:.4f}")
 
 
@@ -653,6 +656,8 @@ def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> N
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     storage = open_storage(cfg)
+    # What every study shares: the client, the experiment, the keys; open_study fills in the rest.
+    shared = StudyContext(cfg, "", "", None, client, experiment_id_of(client, cfg), "", Keys(storage_url(cfg)))
     log(f"sweep {cfg.name} ({config_path}): {len(cfg.datasets)} datasets x {len(cfg.architectures)} architectures "
         f"on {device_description()}, worker {worker_name()}; MLflow {redacted(uri)}; Optuna "
         f"{redacted(storage_url(cfg))}")
@@ -662,7 +667,7 @@ def run_studies(cfg: SweepConfig, config_path: str | Path, own_store: bool) -> N
         log(f"[{dataset}] rows {data.stats['rows']}, vocabulary {data.vocab_size}, "
             f"train tokens per text {data.stats['train_tokens']}")
         for arch in cfg.architectures:
-            studies.append(open_study(cfg, config_path, dataset, arch, data, client, storage))
+            studies.append(open_study(shared, config_path, dataset, arch, data, storage))
             work_on(*studies[-1], own_store)
     while waiting := [(ctx, study) for ctx, study in studies if others_working(ctx, study)]:
         log(f"waiting for other workers' trials and replicates: {', '.join(s.study_name for _, s in waiting)}")
@@ -683,11 +688,14 @@ def open_storage(cfg: SweepConfig) -> optuna.storages.RDBStorage:
         raise UserError(f"cannot open the Optuna storage {redacted(storage_url(cfg))}: {error.orig}") from None
 
 
-def open_study(cfg: SweepConfig, config_path, dataset: str, arch: str, data, client: MlflowClient,
+def open_study(shared: StudyContext, config_path, dataset: str, arch: str, data,
                storage) -> tuple[StudyContext, optuna.Study]:
+    """The study's context (the sweep's client, experiment and keys in `shared`) and the study, created or loaded,
+    with its MLflow run."""
+    cfg, client = shared.cfg, shared.client
     study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage, direction="maximize",
                                 sampler=make_sampler(cfg), pruner=make_pruner(cfg, dataset), load_if_exists=True)
-    ctx = StudyContext(cfg, dataset, arch, data, client, experiment_id_of(client, cfg), "", Keys(storage_url(cfg)))
+    ctx = dataclasses.replace(shared, dataset=dataset, arch=arch, data=data)
     # The validated config with overrides applied, so that the hash changes with any override too.
     config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
     tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
