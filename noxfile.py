@@ -83,6 +83,13 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def probe(session: nox.Session) -> None:
+    """Probe a finished sweep's models and regenerate its report: `nox -s probe -- NAME` (default: default)."""
+    args = list(session.posargs) or ["default"]
+    session.run(str(bench_env(session) / "python"), "-m", "bench", "probe", *args, external=True)
+
+
+@nox.session(venv_backend="none")
 def ui(session: nox.Session) -> None:
     """MLflow UI over the sweep store on http://127.0.0.1:5000 (this machine only); prints each sweep's runs page."""
     session.run(str(bench_env(session) / "python"), "-m", "bench", "ui", *session.posargs, external=True)

@@ -1,4 +1,5 @@
-"""Command line: `python -m bench sweep CONFIG [key.path=value ...] [--workers N]`, `worker`, `report NAME`, `ui`.
+"""Command line: `python -m bench sweep CONFIG [key.path=value ...] [--workers N]`, `worker`, `report NAME`,
+`probe NAME`, `ui`.
 
 Only the standard library, pydantic and YAML load before the arguments and the config are known to be good.
 """
@@ -32,6 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     report.add_argument("sweep", help="sweep name (default tracking store) or sweep config path")
     report.add_argument("--tracking-uri", help="MLflow tracking URI; default: the config's, else .bench/mlflow.db")
     report.add_argument("--reports", default="reports", help="folder of the generated reports")
+    probe = commands.add_parser("probe", help="probe a finished sweep's models (word order, memory, gradient), "
+                                               "then regenerate its report")
+    probe.add_argument("sweep", help="sweep name (its config path is read from the store) or sweep config path")
+    probe.add_argument("overrides", nargs="*", help="key.path=value: the overrides the sweep ran with")
+    probe.add_argument("--tracking-uri", help="MLflow tracking URI; default: the config's, else .bench/mlflow.db")
+    probe.add_argument("--reports", default="reports", help="folder of the generated reports")
     services = commands.add_parser("services", help="a local PostgreSQL and MLflow server on loopback, for workers")
     services.add_argument("--detach", action="store_true", help="leave them running and return")
     services.add_argument("--stop", action="store_true", help="stop them")
@@ -68,6 +75,10 @@ def sweep_command(args: argparse.Namespace) -> int:
 
         codes = run_workers(args.workers, [args.config, *args.overrides])
         failed = [f"worker {i}: exit code {code}" for i, code in enumerate(codes) if code != 0]
+    if cfg.probes:
+        from bench.probes import run_probes
+
+        run_probes(cfg, tracking_uri(cfg), again=False)
     write_report(cfg.name, tracking_uri(cfg), Path(args.reports))
     if failed:
         print(f"{'; '.join(failed)}; the others finished what they could (run again to resume)", file=sys.stderr)
@@ -93,6 +104,22 @@ def report_command(args: argparse.Namespace) -> None:
 
     quiet_libraries()
     write_report(cfg.name if cfg else args.sweep, args.tracking_uri or tracking_uri(cfg), Path(args.reports))
+
+
+def probe_command(args: argparse.Namespace) -> None:
+    from bench.probes import config_of_sweep, run_probes
+    from bench.report import write_report
+    from bench.runtime import quiet_libraries
+
+    quiet_libraries()
+    uri = args.tracking_uri or tracking_uri(None)
+    if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file():
+        cfg = load_config(args.sweep, args.overrides)
+        uri = args.tracking_uri or tracking_uri(cfg)
+    else:
+        cfg = load_config(config_of_sweep(args.sweep, uri), args.overrides)
+    run_probes(cfg, uri, again=True)
+    write_report(cfg.name, uri, Path(args.reports))
 
 
 def ui_command(args: argparse.Namespace) -> None:
@@ -136,7 +163,8 @@ def save_traceback() -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        commands = {"sweep": sweep_command, "worker": worker_command, "report": report_command, "ui": ui_command,
+        commands = {"sweep": sweep_command, "worker": worker_command, "report": report_command, "probe": probe_command,
+                    "ui": ui_command,
                     "services": services_command, "dashboard": dashboard_command}
         code = commands[args.command](args)
     except UserError as error:

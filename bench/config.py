@@ -170,6 +170,8 @@ class SweepConfig(Strict):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI: an `http://` server for several "
                                                        "machines, or SQLite; null: `.bench/mlflow.db`; "
                                                        "`$BENCH_TRACKING_URI` overrides it")
+    probes: bool = Field(False, description="run the probes (bench/probes.py) on every study's models when the "
+                                            "sweep ends; `bench probe` runs them on a finished sweep")
     heartbeat: int = Field(30, ge=1, description="seconds between a running trial's heartbeats; a trial silent for "
                                                  "three of them belongs to a dead worker: it is failed and retried")
     # None of these needs gradient scaling, which the training step (module.py) does not do.

@@ -341,9 +341,13 @@ def keep_checkpoint(trial: optuna.Trial, ctx: StudyContext, module: ClassifierMo
                     run_id: str) -> None:
     """Log the trial's best-epoch weights, the study's best so far, to its MLflow run: any worker can test them."""
     module.restore_best()
+    log_checkpoint(ctx, module.network, params, run_id)
+
+
+def log_checkpoint(ctx: StudyContext, network: torch.nn.Module, params: dict, run_id: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / CHECKPOINT
-        save_checkpoint(path, ctx.arch, split_params(params)[1], module.network, ctx.data.tokenizer)
+        save_checkpoint(path, ctx.arch, split_params(params)[1], network, ctx.data.tokenizer)
         ctx.client.log_artifact(run_id, str(path))
 
 
@@ -524,6 +528,7 @@ def run_replicate(ctx: StudyContext, study: optuna.Study, r: int) -> None:
             module = fit_network(ctx, best.params, run_id, ctx.cfg.seed + REPLICATE_SEEDS + r, [], f"replicate {r}")
             module.restore_best()
             accuracy = evaluate(ctx, module.network, run_id)["test/acc"]
+            log_checkpoint(ctx, module.network, best.params, run_id)  # what the probes load
     except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
         log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
         return

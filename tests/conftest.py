@@ -13,14 +13,17 @@ NEGATIVE = ["awful", "boring", "terrible", "hated", "dull", "mess"]
 FILLER = ["the", "movie", "plot", "actor", "scene", "story", "a", "it", "was", "and", "film", "ending"]
 
 
-def make_texts(labels, rng, style, start):
-    """Separable texts: the sentiment words decide the class; every text is unique (a serial token)."""
+def make_texts(labels, rng, style, start, sentence=()):
+    """Separable texts: the sentiment words decide the class; every text is unique (a serial token). With `sentence`
+    words, each text starts with a sentence of them, the same in either class."""
     texts = []
     for i, label in enumerate(labels):
         words = list(rng.choice(FILLER, size=rng.integers(4, 16)))
         words += list(rng.choice(POSITIVE if label else NEGATIVE, size=3))
         rng.shuffle(words)
         words.append(f"id{start + i}")
+        if sentence:
+            words = [*rng.choice(sentence, size=rng.integers(8, 16)), ".", *words]
         text = " ".join(words)
         if style == "imdb":
             texts.append(text.replace(" and ", " <br /><br /> "))
@@ -29,14 +32,14 @@ def make_texts(labels, rng, style, start):
     return texts
 
 
-def write_mirror(root, n_train=400, n_test=120, seed=0):
+def write_mirror(root, n_train=400, n_test=120, seed=0, sentence=()):
     rng = np.random.default_rng(seed)
     imdb = root / "imdb"
     imdb.mkdir(parents=True)
     for split, n, start in (("train", n_train, 0), ("test", n_test, 10_000)):
         labels = np.sort(rng.integers(0, 2, n))  # sorted by label, like the real mirror
-        pd.DataFrame({"text": make_texts(labels, rng, "imdb", start), "label": labels.astype("int8")}).to_parquet(
-            imdb / f"{split}.parquet")
+        texts = make_texts(labels, rng, "imdb", start, sentence)
+        pd.DataFrame({"text": texts, "label": labels.astype("int8")}).to_parquet(imdb / f"{split}.parquet")
     s140 = root / "sentiment140"
     s140.mkdir(parents=True)
     labels = np.sort(rng.integers(0, 2, n_train))

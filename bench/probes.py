@@ -1,0 +1,418 @@
+"""Probes: the seed articles' claims about each architecture, measured on the sweep's trained models.
+
+- word order (seed 001): minimal pairs, the same words in another order and the opposite meaning;
+- long-range memory (seeds 000, 002): a short review followed, or preceded, by k tokens of neutral filler;
+- gradient through time (seeds 000, 002): the loss gradient's norm at each input position, by its distance from the
+  last token, on the trained network and at initialisation.
+
+`bench probe NAME` runs them on each study's best model and its replicates, loaded from the MLflow store. The
+results are metrics of each model's run (their steps: the filler's length, or the distance), the probe sets
+artifacts of the study's run; probe_report.py turns them into the report's "Probes" section.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from torchmetrics.functional.classification import binary_accuracy, binary_auroc
+
+from bench import data as bench_data
+from bench.config import SweepConfig
+from bench.data import UNK_ID, EncodedDataset, Split
+from bench.models import RECURRENT, build_network
+from bench.runtime import UserError, redacted
+from bench.serving import load_checkpoint
+from bench.sweep import CHECKPOINT, log, predict_probabilities
+
+# Candidate sentiment adjectives; a dataset keeps those its own training texts confirm (`lexicon`).
+POSITIVE_WORDS = ("great", "excellent", "wonderful", "amazing", "awesome", "fantastic", "brilliant", "superb",
+                  "perfect", "beautiful", "lovely", "enjoyable", "delightful", "outstanding", "terrific", "fun",
+                  "good", "nice", "incredible", "charming", "hilarious", "touching", "powerful", "stunning",
+                  "memorable", "happy")
+NEGATIVE_WORDS = ("bad", "awful", "terrible", "horrible", "boring", "dull", "poor", "stupid", "pathetic", "lame",
+                  "mediocre", "weak", "annoying", "disappointing", "dreadful", "ridiculous", "pointless", "awkward",
+                  "tedious", "laughable", "predictable", "forgettable", "painful", "ugly", "sad", "worse")
+# Minimal pairs (positive text, negative text): the same words, {p} and {n} swapped.
+TEMPLATES = (
+    ("{p} , not {n}", "{n} , not {p}"),
+    ("i expected it to be {n} , but it was {p}", "i expected it to be {p} , but it was {n}"),
+    ("it was not {n} at all , it was {p}", "it was not {p} at all , it was {n}"),
+    ("{p} rather than {n}", "{n} rather than {p}"),
+    ("far from {n} , it was really {p}", "far from {p} , it was really {n}"),
+    ("at first it seemed {n} , but in the end it was {p}", "at first it seemed {p} , but in the end it was {n}"),
+    ("not {n} , just {p}", "not {p} , just {n}"),
+    ("it was {p} and not {n}", "it was {n} and not {p}"),
+)
+PAIRS_PER_TEMPLATE = 30  # word pairs drawn per template, without replacement
+MIN_WORD_COUNT = 20  # training-text occurrences a lexicon word needs
+MIN_POLARITY = 0.5  # |log-odds| a lexicon word needs, with the expected sign: 1.6 times likelier in its class
+NEUTRAL_POLARITY = 0.2  # every token of a filler sentence is within 1.22 times as likely in either class
+SENTENCE_TOKENS = (8, 40)  # a filler sentence's length
+PART_TOKENS = 48  # the longest review a memory text starts (or ends) with
+MEMORY_DISTANCES = (0, 25, 50, 100, 200, 400, 800)  # filler tokens; cut to what max_len leaves beside the review
+MEMORY_MIN_LEN = 400  # the max_len a dataset needs for the memory probe: tweets (64 tokens) cannot hold the filler
+MEMORY_TEXTS = 200  # at most; and at most half the split
+GRADIENT_DISTANCES = (400, 200, 100, 50, 25, 12, 6)  # the largest that enough texts reach is measured
+GRADIENT_TEXTS = (32, 128)  # at least, at most
+TIE = 1e-6  # probabilities closer than this count as equal: float32 sums in another order differ by less
+PROBE_SETS, ORDER_PAIRS = "probes/probe_sets.json", "probes/order_pairs.csv"  # artifacts of each study's run
+
+
+def token_polarity(split: Split, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's log-odds of occurring in a positive rather than a negative text of the split (add-one
+    smoothed), and its count."""
+    classes = np.repeat(split.labels, split.lengths)
+    counts = [np.bincount(split.ids[classes == c], minlength=vocab_size) for c in (0, 1)]
+    rates = [(c + 1) / (c.sum() + vocab_size) for c in counts]
+    return np.log(rates[1] / rates[0]), counts[0] + counts[1]
+
+
+@dataclass
+class OrderSet:
+    positive_words: list[str]
+    negative_words: list[str]
+    templates: list[int]  # the TEMPLATES whose every word the vocabulary holds
+    pairs: pd.DataFrame  # template, positive (text), negative (text)
+
+
+def lexicon(tokenizer, polarity: np.ndarray, counts: np.ndarray, words: tuple[str, ...], sign: int) -> list[str]:
+    ids = [(w, tokenizer.token_to_id(w)) for w in words]
+    return [w for w, i in ids if i is not None and counts[i] >= MIN_WORD_COUNT and sign * polarity[i] >= MIN_POLARITY]
+
+
+def in_vocabulary(tokenizer, text: str) -> bool:
+    return UNK_ID not in tokenizer.encode(text).ids
+
+
+def order_set(data: EncodedDataset, polarity: np.ndarray, counts: np.ndarray, seed: int) -> OrderSet:
+    """Minimal pairs from each template and a seeded draw of (positive, negative) word pairs."""
+    tokenizer = data.tokenizer
+    positive = lexicon(tokenizer, polarity, counts, POSITIVE_WORDS, 1)
+    negative = lexicon(tokenizer, polarity, counts, NEGATIVE_WORDS, -1)
+    templates = [i for i, (text, _) in enumerate(TEMPLATES) if in_vocabulary(tokenizer, text.format(p="", n=""))]
+    combos = [(p, n) for p in positive for n in negative]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in templates:
+        for j in rng.permutation(len(combos))[:PAIRS_PER_TEMPLATE]:
+            p, n = combos[j]
+            rows.append((i, TEMPLATES[i][0].format(p=p, n=n), TEMPLATES[i][1].format(p=p, n=n)))
+    return OrderSet(positive, negative, templates, pd.DataFrame(rows, columns=["template", "positive", "negative"]))
+
+
+def probe_split(data: EncodedDataset) -> tuple[str, Split]:
+    """The test texts probes draw from: the held-out split where the dataset has one (Sentiment140's hand-labelled
+    test set has 359 tweets), else the test split."""
+    return ("heldout", data.heldout) if data.heldout is not None else ("test", data.test)
+
+
+def texts_of(split: Split, rows) -> list[np.ndarray]:
+    return [split.ids[split.offsets[i]:split.offsets[i + 1]] for i in rows]
+
+
+def as_split(texts: list[np.ndarray], labels=None) -> Split:
+    lengths = np.array([len(t) for t in texts], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    labels = np.zeros(len(texts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    return Split(np.concatenate(texts).astype(np.int32), offsets, labels)
+
+
+@dataclass
+class MemorySet:
+    """Short reviews and a stream of neutral filler sentences; text i is review i with filler from sentence start
+    starts[i] after it, or the filler ending there before it."""
+
+    parts: list[np.ndarray]
+    labels: np.ndarray
+    filler: np.ndarray
+    starts: np.ndarray
+    sentences: int  # neutral sentences in the filler
+    max_len: int
+
+    def text(self, i: int, side: str, k: int) -> np.ndarray:
+        part, start = self.parts[i], self.starts[i]
+        k = min(k, self.max_len - len(part))
+        if side == "after":  # the review first, the filler after it
+            return np.concatenate([part, self.filler[start:start + k]])
+        return np.concatenate([self.filler[start - k:start], part])
+
+
+def neutral_sentences(split: Split, rows, polarity: np.ndarray, tokenizer) -> list[np.ndarray]:
+    """The sentences (ended by . ! or ?) of the given texts with SENTENCE_TOKENS tokens, all in the vocabulary,
+    none with a polarity of NEUTRAL_POLARITY or more, a digit (ratings: "10 out of 10" is neutral word by word) or
+    an exclamation mark."""
+    vocabulary = tokenizer.get_vocab()
+    ends = np.array([i for s in ".!?" if (i := vocabulary.get(s)) is not None])
+    excluded = np.abs(polarity) >= NEUTRAL_POLARITY
+    excluded[[i for w, i in vocabulary.items() if "!" in w or any(c.isdigit() for c in w)]] = True
+    excluded[UNK_ID] = True
+    sentences = []
+    for text in texts_of(split, rows):
+        for sentence in np.split(text, np.flatnonzero(np.isin(text, ends)) + 1):
+            if SENTENCE_TOKENS[0] <= len(sentence) <= SENTENCE_TOKENS[1] and not excluded[sentence].any():
+                sentences.append(sentence)
+    return sentences
+
+
+def memory_set(data: EncodedDataset, max_len: int, polarity: np.ndarray, seed: int) -> tuple[MemorySet | None, str]:
+    """The memory probe's texts, or None and why not."""
+    if max_len < MEMORY_MIN_LEN:
+        return None, f"max_len {max_len} < {MEMORY_MIN_LEN}: too short to hold the filler"
+    _, split = probe_split(data)
+    rng = np.random.default_rng(seed)
+    short = np.flatnonzero(split.lengths <= PART_TOKENS)
+    chosen = np.sort(rng.permutation(short)[:min(MEMORY_TEXTS, len(split) // 2)])  # the rest give the filler
+    sentences = neutral_sentences(split, np.setdiff1d(np.arange(len(split)), chosen), polarity, data.tokenizer)
+    sentences = [sentences[i] for i in rng.permutation(len(sentences))]
+    filler = np.concatenate(sentences) if sentences else np.zeros(0, dtype=np.int32)
+    if len(chosen) == 0 or len(filler) < 3 * max_len:
+        return None, (f"{len(chosen)} texts of at most {PART_TOKENS} tokens and {len(filler)} tokens of neutral "
+                      f"filler; it needs some and {3 * max_len}")
+    boundaries = np.cumsum([len(s) for s in sentences])[:-1]
+    usable = boundaries[(boundaries >= max_len) & (boundaries <= len(filler) - max_len)]
+    return MemorySet(texts_of(split, chosen), split.labels[chosen], filler, rng.choice(usable, len(chosen)),
+                     len(sentences), max_len), ""
+
+
+@dataclass
+class GradientSet:
+    texts: Split
+    max_distance: int
+
+
+def gradient_set(data: EncodedDataset, seed: int) -> tuple[GradientSet | None, str]:
+    """The longest test texts, enough of them to reach the largest distance of GRADIENT_DISTANCES that they can."""
+    _, split = probe_split(data)
+    for distance in GRADIENT_DISTANCES:
+        longer = np.flatnonzero(split.lengths > distance)
+        if len(longer) >= GRADIENT_TEXTS[0]:
+            rows = np.sort(np.random.default_rng(seed).permutation(longer)[:GRADIENT_TEXTS[1]])
+            return GradientSet(as_split(texts_of(split, rows), split.labels[rows]), distance), ""
+    return None, f"fewer than {GRADIENT_TEXTS[0]} texts longer than {GRADIENT_DISTANCES[-1]} tokens"
+
+
+@dataclass
+class ProbeSets:
+    split: str  # the split the memory and gradient texts come from
+    max_len: int
+    order: OrderSet
+    memory: MemorySet | None
+    gradient: GradientSet | None
+    notes: dict  # why a probe has no set
+
+    def summary(self) -> dict:
+        """What the report shows of the sets: their construction's outcome (probe_sets.json)."""
+        order = self.order
+        return {
+            "split": self.split, "max_len": self.max_len,
+            "order": {"positive_words": order.positive_words, "negative_words": order.negative_words,
+                      "templates": [TEMPLATES[i] for i in order.templates], "pairs": len(order.pairs)},
+            "memory": None if self.memory is None else {
+                "texts": len(self.memory.parts), "sentences": self.memory.sentences,
+                "filler_tokens": len(self.memory.filler), "distances": list(MEMORY_DISTANCES)},
+            "gradient": None if self.gradient is None else {"texts": len(self.gradient.texts),
+                                                            "max_distance": self.gradient.max_distance},
+            "notes": self.notes,
+        }
+
+
+def probe_sets(data: EncodedDataset, max_len: int, seed: int) -> ProbeSets:
+    """Every probe's set, generated from the data and the seed alone."""
+    polarity, counts = token_polarity(data.train, data.vocab_size)
+    memory, memory_note = memory_set(data, max_len, polarity, seed)
+    gradient, gradient_note = gradient_set(data, seed)
+    notes = {k: v for k, v in (("memory", memory_note), ("gradient", gradient_note)) if v}
+    return ProbeSets(probe_split(data)[0], max_len, order_set(data, polarity, counts, seed), memory, gradient, notes)
+
+
+def probabilities(network: torch.nn.Module, texts: list[np.ndarray]) -> np.ndarray:
+    return predict_probabilities(network, as_split(texts))
+
+
+def order_metrics(network: torch.nn.Module, order: OrderSet, tokenizer) -> dict[str, float]:
+    """Accuracy on the pairs' texts; the share of pairs whose predicted classes differ (flipped), and differ the right
+    way; the share whose positive text gets the higher probability (ties half: 0.5 for an order-blind model)."""
+    encoded = bench_data.encode(tokenizer, [*order.pairs["positive"], *order.pairs["negative"]],
+                                np.zeros(2 * len(order.pairs)))
+    probability = predict_probabilities(network, encoded)
+    positive, negative = np.split(probability, 2)
+    gap = positive - negative
+    flipped = ((positive > 0.5) != (negative > 0.5)) & (np.abs(gap) > TIE)
+    return {"probe/order/acc": float(((positive > 0.5).sum() + (negative <= 0.5).sum()) / len(probability)),
+            "probe/order/flipped": float(flipped.mean()),
+            "probe/order/flipped_right": float((flipped & (positive > 0.5)).mean()),
+            "probe/order/ordered_right": float(np.where(np.abs(gap) <= TIE, 0.5, gap > 0).mean())}
+
+
+def memory_metrics(network: torch.nn.Module, memory: MemorySet) -> dict[str, list[tuple[int, float]]]:
+    """Of the reviews the network classifies right alone, the share still right with k filler tokens after (and
+    before) them, and the AUROC of their probabilities (unmoved by a filler that pushes every text one way), per k;
+    and its mean probability on filler alone (0.5 if the filler is neutral to it)."""
+    right = np.flatnonzero((probabilities(network, memory.parts) > 0.5) == memory.labels)
+    metrics = {"probe/memory/texts": [(0, float(len(right)))]}
+    if len(right) == 0:
+        return metrics
+    labels = torch.from_numpy(memory.labels[right])
+    for side in ("after", "before"):
+        texts = [memory.text(i, side, k) for k in MEMORY_DISTANCES for i in right]
+        by_distance = zip(MEMORY_DISTANCES, np.split(probabilities(network, texts), len(MEMORY_DISTANCES)))
+        for k, probability in by_distance:
+            scores = torch.from_numpy(probability)
+            metrics.setdefault(f"probe/memory/{side}/acc", []).append((k, float(binary_accuracy(scores, labels))))
+            metrics.setdefault(f"probe/memory/{side}/auroc", []).append((k, float(binary_auroc(scores, labels))))
+    length = min(MEMORY_DISTANCES[-2], memory.max_len)
+    filler = [memory.filler[s:s + length] for s in memory.starts]
+    metrics["probe/memory/filler_positive"] = [(0, float(probabilities(network, filler).mean()))]
+    return metrics
+
+
+def gradient_norms(network: torch.nn.Module, gradient: GradientSet) -> np.ndarray:
+    """Mean over the texts of the norm of d(loss)/d(input embedding) at each distance 0..max_distance from the text's
+    last token (summed loss: a text's gradient does not depend on the batch)."""
+    network.eval()  # no dropout; the recurrent layers' backward runs in eval mode on the CPU
+    captured = []
+    hook = network.embedding.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        ids, lengths, labels = bench_data.Batches(gradient.texts)[np.arange(len(gradient.texts))]
+        with torch.enable_grad():
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(network(ids, lengths), labels.float(),
+                                                                        reduction="sum")
+            (grad,) = torch.autograd.grad(loss, captured[0])
+    finally:
+        hook.remove()
+    distances = torch.arange(gradient.max_distance + 1)
+    positions = lengths[:, None] - 1 - distances[None, :]  # every text is longer than max_distance
+    norms = grad.norm(dim=-1).gather(1, positions)
+    return norms.mean(dim=0).double().numpy()
+
+
+@dataclass
+class ProbedModel:
+    run_id: str  # the run its probe metrics go to: the study's for its best model, a replicate's own
+    name: str  # "best" or "replicate r"
+    network: torch.nn.Module
+    checkpoint: dict
+
+
+def study_models(client: MlflowClient, study_run, folder: Path) -> list[ProbedModel]:
+    """The study's logged model (its best trial's) and the replicates that kept their weights (checkpoint.pt)."""
+    tags, run_id = study_run.data.tags, study_run.info.run_id
+    logged = client.search_logged_models([study_run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    if not logged:
+        return []
+    # The pyfunc model keeps the checkpoint file among its artifacts (serving.log_mlflow_model).
+    files = mlflow.artifacts.download_artifacts(artifact_uri=f"{logged[0].artifact_location}/artifacts",
+                                                dst_path=str(folder / "best"))
+    paths = [("best", run_id, next(Path(files).glob("*.pt")))]
+    replicates = client.search_runs([study_run.info.experiment_id], filter_string=(
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' and tags.replicate_of_trial = '{tags.get('best_trial')}' and "
+        "attributes.status = 'FINISHED'"))
+    for r in sorted(replicates, key=lambda r: int(r.data.tags["replicate"])):
+        if any(a.path == CHECKPOINT for a in client.list_artifacts(r.info.run_id)):  # older sweeps kept none
+            path = client.download_artifacts(r.info.run_id, CHECKPOINT, str(folder / r.info.run_id))
+            paths.append((f"replicate {r.data.tags['replicate']}", r.info.run_id, Path(path)))
+    models = []
+    for name, target, path in paths:
+        network, _, checkpoint = load_checkpoint(path)
+        models.append(ProbedModel(target, name, network, checkpoint))
+    return models
+
+
+def log_step_metrics(client: MlflowClient, run_id: str, metrics: dict) -> None:
+    """Metrics as {key: value} or {key: [(step, value), ...]}, in MLflow's batches of at most 1,000."""
+    now = int(time.time() * 1000)
+    entries = [mlflow.entities.Metric(key, float(value), now, step)
+               for key, values in metrics.items()
+               for step, value in (values if isinstance(values, list) else [(0, values)])]
+    for start in range(0, len(entries), 1000):
+        client.log_batch(run_id, metrics=entries[start:start + 1000])
+
+
+def model_metrics(model: ProbedModel, sets: ProbeSets, tokenizer) -> dict:
+    metrics = dict(order_metrics(model.network, sets.order, tokenizer))
+    if sets.memory is not None:
+        metrics.update(memory_metrics(model.network, sets.memory))
+    if sets.gradient is not None and model.checkpoint["architecture"] in RECURRENT:
+        metrics["probe/gradient/norm"] = list(enumerate(gradient_norms(model.network, sets.gradient)))
+    return metrics
+
+
+def initial_gradient(model: ProbedModel, sets: ProbeSets, seed: int) -> dict:
+    """The gradient probe on the best model's network as built before training (same parameters and seed rule)."""
+    if sets.gradient is None or model.checkpoint["architecture"] not in RECURRENT:
+        return {}
+    torch.manual_seed(seed)
+    network = build_network(model.checkpoint["architecture"], model.checkpoint["vocab_size"],
+                            **model.checkpoint["network_params"])
+    return {"probe/gradient_init/norm": list(enumerate(gradient_norms(network, sets.gradient)))}
+
+
+def probe_study(client: MlflowClient, study_run, sets: ProbeSets, data: EncodedDataset, seed: int) -> None:
+    """Every probe on every model of the study, logged; then the sets on the study's run, and its `probes` tag."""
+    tags, prefix = study_run.data.tags, f"[{study_run.data.tags['dataset']}/{study_run.data.tags['architecture']}]"
+    with tempfile.TemporaryDirectory() as folder:
+        models = study_models(client, study_run, Path(folder))
+    if not models:
+        log(f"{prefix} probes: no trained model to probe")
+        return
+    if models[0].checkpoint["tokenizer"] != data.tokenizer.to_str():
+        raise UserError(f"{prefix}: the model's vocabulary differs from the one the config's data settings give; "
+                        "probe with the config the sweep ran with")
+    started = time.perf_counter()
+    for model in models:
+        log_step_metrics(client, model.run_id, model_metrics(model, sets, data.tokenizer))
+    log_step_metrics(client, study_run.info.run_id, initial_gradient(models[0], sets, seed + int(tags["best_trial"])))
+    client.log_text(study_run.info.run_id, sets.order.pairs.to_csv(index=False), ORDER_PAIRS)
+    client.log_text(study_run.info.run_id, json.dumps(sets.summary(), indent=1), PROBE_SETS)
+    client.set_tag(study_run.info.run_id, "probes", "done")
+    log(f"{prefix} probes: {', '.join(m.name for m in models)} in {time.perf_counter() - started:.1f}s")
+
+
+def config_of_sweep(name: str, tracking_uri: str) -> str:
+    """The config file the sweep ran with, as its study runs record it."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1) if experiment else []
+    if not runs:
+        raise UserError(f"no sweep {name!r} with runs in the tracking store {redacted(tracking_uri)}")
+    path = runs[0].data.tags.get("config", "")
+    if not Path(path).is_file():
+        raise UserError(f"sweep {name!r} ran with the config {path!r}, which is not here: give its path")
+    return path
+
+
+def run_probes(cfg: SweepConfig, tracking_uri: str, again: bool) -> None:
+    """Probe every finished study of the sweep; again=False leaves the studies already probed."""
+    mlflow.set_tracking_uri(tracking_uri)  # where the logged models download from
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.name)
+    if experiment is None:
+        raise UserError(f"no sweep {cfg.name!r} in the tracking store {redacted(tracking_uri)}: run it first")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.best_trial_run_id != ''",
+                              max_results=1000)
+    studies = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags and (again or "probes" not in r.data.tags)]
+    started = time.perf_counter()
+    for dataset in cfg.datasets:
+        todo = [r for r in studies if r.data.tags.get("dataset") == dataset]
+        if not todo:
+            continue
+        data = bench_data.load(dataset, cfg.data_for(dataset), cfg.seed, cfg.data_dir, log=log)
+        max_len = cfg.data_for(dataset).max_len
+        sets = probe_sets(data, max_len, cfg.seed)
+        log(f"[{dataset}] probe sets: {len(sets.order.pairs)} word-order pairs; memory: "
+            f"{len(sets.memory.parts) if sets.memory else sets.notes['memory']}; gradient: "
+            f"{sets.gradient.max_distance if sets.gradient else sets.notes['gradient']}")
+        for run in todo:
+            probe_study(client, run, sets, data, cfg.seed)
+    log(f"probes done in {time.perf_counter() - started:.1f}s")
+
