@@ -137,6 +137,7 @@ class MemorySet:
     filler: np.ndarray
     starts: np.ndarray
     sentences: int  # neutral sentences in the filler
+    examples: list[str]  # the first few of them, for the report
     max_len: int
 
     def text(self, i: int, side: str, k: int) -> np.ndarray:
@@ -180,8 +181,9 @@ def memory_set(data: EncodedDataset, max_len: int, polarity: np.ndarray, seed: i
                       f"filler; it needs some and {3 * max_len}")
     boundaries = np.cumsum([len(s) for s in sentences])[:-1]
     usable = boundaries[(boundaries >= max_len) & (boundaries <= len(filler) - max_len)]
+    examples = [data.tokenizer.decode(s.tolist()) for s in sentences[:5]]
     return MemorySet(texts_of(split, chosen), split.labels[chosen], filler, rng.choice(usable, len(chosen)),
-                     len(sentences), max_len), ""
+                     len(sentences), examples, max_len), ""
 
 
 @dataclass
@@ -219,7 +221,8 @@ class ProbeSets:
                       "templates": [TEMPLATES[i] for i in order.templates], "pairs": len(order.pairs)},
             "memory": None if self.memory is None else {
                 "texts": len(self.memory.parts), "sentences": self.memory.sentences,
-                "filler_tokens": len(self.memory.filler), "distances": list(MEMORY_DISTANCES)},
+                "filler_tokens": len(self.memory.filler), "filler_examples": self.memory.examples,
+                "distances": list(MEMORY_DISTANCES)},
             "gradient": None if self.gradient is None else {"texts": len(self.gradient.texts),
                                                             "max_distance": self.gradient.max_distance},
             "notes": self.notes,
@@ -382,7 +385,7 @@ def config_of_sweep(name: str, tracking_uri: str) -> str:
     """The config file the sweep ran with, as its study runs record it."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1) if experiment else []
+    runs = client.search_runs([experiment.experiment_id], "tags.config != ''", max_results=1) if experiment else []
     if not runs:
         raise UserError(f"no sweep {name!r} with runs in the tracking store {redacted(tracking_uri)}")
     path = runs[0].data.tags.get("config", "")

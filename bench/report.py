@@ -20,14 +20,16 @@ import matplotlib.pyplot as plt
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bench.models import ARCHITECTURES
+from bench.figures import DATASET_TITLES, arch_colors, figure_per_dataset, save_figure
+from bench.probe_report import ProbedStudy, collect_probes
+from bench.probe_report import section as probes_section
+from bench.probe_report import write_figures as write_probe_figures
 from bench.runtime import redacted
 from bench.significance import ALPHA, Comparison, ReportError, compare, split_scores
 from bench.stats import expected_max, wilson_interval
 
 GENERATED_PREFIX = "_Generated at "  # the one line that differs between two reports of the same store
 LIBRARIES = ["python", "torch", "lightning", "optuna", "optuna_integration", "mlflow"]
-DATASET_TITLES = {"imdb": "IMDB", "sentiment140": "Sentiment140"}
 # Published figures of the seed articles (shared/seeds), for comparison only.
 SEED_FIGURES = {
     ("imdb", "simple_rnn"): [(83.25, "seed 003, Keras SimpleRNN(32), 10,000 words, 500 tokens, 5 epochs")],
@@ -231,19 +233,6 @@ def leaderboard(rows: list[Row], experiment_id: str) -> list[str]:
     return lines
 
 
-def _colors(archs: list[str]) -> dict[str, str]:
-    """One colour per architecture, the same in every figure: the registry's order picks it."""
-    palette = plt.get_cmap("tab10").colors
-    order = list(ARCHITECTURES)
-    ordered = sorted(set(archs), key=lambda a: (order.index(a) if a in order else 99, a))
-    return {a: matplotlib.colors.to_hex(palette[i % 10]) for i, a in enumerate(ordered)}
-
-
-def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # no version stamp: reproducible
-    plt.close(fig)
-
-
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats in both time (lower) and accuracy (higher)."""
     frontier, best = [], float("-inf")
@@ -259,11 +248,6 @@ def _plain_log_ticks(ax) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def _figure_per_dataset(datasets: list[str]):
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    return fig, zip(axes[0], datasets)
 
 
 def _finish_axes(ax, title: str, xlabel: str) -> None:
@@ -285,8 +269,8 @@ COSTS = {
 
 def accuracy_vs_cost_figure(studies: list[Study], datasets: list[str], cost: str, path: Path) -> None:
     cost_of, xlabel, plain_ticks = COSTS[cost]
-    colors = _colors([s.arch for s in studies])
-    fig, panels = _figure_per_dataset(datasets)
+    colors = arch_colors([s.arch for s in studies])
+    fig, panels = figure_per_dataset(datasets)
     for ax, dataset in panels:
         points = []
         for s in (s for s in studies if s.dataset == dataset):
@@ -306,12 +290,12 @@ def accuracy_vs_cost_figure(studies: list[Study], datasets: list[str], cost: str
         if plain_ticks:
             _plain_log_ticks(ax)
         _finish_axes(ax, DATASET_TITLES.get(dataset, dataset), xlabel)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def learning_curves_figure(client: MlflowClient, studies: list[Study], datasets: list[str], path: Path) -> None:
-    colors = _colors([s.arch for s in studies])
-    fig, panels = _figure_per_dataset(datasets)
+    colors = arch_colors([s.arch for s in studies])
+    fig, panels = figure_per_dataset(datasets)
     for ax, dataset in panels:
         for s in (s for s in studies if s.dataset == dataset and s.best is not None):
             acc = _history(client, s.best.run_id, "val/acc")
@@ -321,13 +305,13 @@ def learning_curves_figure(client: MlflowClient, studies: list[Study], datasets:
                     color=colors[s.arch], label=s.arch)
         _finish_axes(ax, f"{DATASET_TITLES.get(dataset, dataset)}: best trial of each architecture",
                      "wall-clock seconds since the trial started")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def tuning_budget_figure(studies: list[Study], datasets: list[str], path: Path) -> None:
     """Expected best validation accuracy after n trials (mean and one standard deviation over draws of n of the
     study's finished trials), against n (top) and against n times the study's mean trial seconds (bottom)."""
-    colors = _colors([s.arch for s in studies])
+    colors = arch_colors([s.arch for s in studies])
     fig, axes = plt.subplots(2, len(datasets), figsize=(6 * len(datasets), 8), squeeze=False, layout="constrained")
     for column, dataset in enumerate(datasets):
         for s in (s for s in studies if s.dataset == dataset):
@@ -349,7 +333,7 @@ def tuning_budget_figure(studies: list[Study], datasets: list[str], path: Path) 
         _finish_axes(axes[1][column], title, "tuning budget (seconds: trials x mean trial seconds, log scale)")
         for ax in axes[:, column]:
             ax.set_ylabel("expected best validation accuracy (%)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 @dataclass
@@ -585,6 +569,7 @@ class Collected:
     rows_by_dataset: dict[str, list[Row]]  # leaderboard rows, dataset by dataset
     splits: list[SplitComparison]  # per dataset and test split: every architecture against the best
     targets: dict[str, list[TargetRow]]  # per dataset: seconds to the target validation accuracy
+    probes: list[ProbedStudy]  # the probed studies' probe metrics and sets
 
     @property
     def datasets(self) -> list[str]:
@@ -598,7 +583,8 @@ def collect_all(client: MlflowClient, sweep: str, downloads: Path) -> Collected:
     of = {d: [s for s in studies if s.dataset == d] for d in datasets}
     targets = {d: rows for d in datasets if (rows := time_to_target(client, of[d]))}
     return Collected(studies, experiment_id, {d: leaderboard_rows(client, of[d]) for d in datasets},
-                     split_comparisons(client, studies, datasets, downloads), targets)
+                     split_comparisons(client, studies, datasets, downloads), targets,
+                     collect_probes(client, studies, downloads))
 
 
 def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"), now: dt.datetime | None = None,
@@ -617,6 +603,7 @@ def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"),
         accuracy_vs_cost_figure(studies, datasets, cost, folder / f"accuracy_vs_{cost}.png")
     learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
     tuning_budget_figure(studies, datasets, folder / "tuning_budget.png")
+    write_probe_figures(report.probes, datasets, folder)
     (folder / "README.md").write_text(markdown)
     write_index(out_dir)
     log(f"report written to {folder / 'README.md'}")
@@ -670,6 +657,7 @@ def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
         "read it as indicative; `sweeps/iid.yaml` (random sampler, no pruner) meets the assumption.", "",
         "![accuracy against tuning budget](tuning_budget.png)", "",
         "## Findings", "", *findings(report.rows_by_dataset, report.splits, report.targets), "",
+        *probes_section(report.probes, report.datasets),
         "## Best hyperparameters and their importance", "", *_architecture_details(report.studies), "",
     ]
     problems = _problems(report.studies)
