@@ -12,8 +12,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench import data as bench_data
-from bench import models
-from bench import probes
+from bench import models, probes
 from bench.cli import main
 from bench.config import load_config
 from bench.data import UNK_ID
@@ -144,7 +143,7 @@ def test_a_tiny_sweep_probes_its_models_into_mlflow_and_the_report(runtime, prob
     report = (reports / "tiny" / "README.md").read_text()
     assert "## Probes" in report and "(3 models per study" in report
     assert "| `averaging` | 3 | 50.0 [50.0, 50.0] | 0.0 [0.0, 0.0] |" in report
-    assert "(exactly chance: the claim holds)" in report
+    assert "the same probability in all 3 models: exactly chance, as the claim says" in report
     for figure in ("probe_word_order.png", "probe_memory.png", "probe_gradient.png"):
         assert f"]({figure})" in report and (reports / "tiny" / figure).read_bytes()[:4] == b"\x89PNG"
     sample = report.split("The first 10 pairs:")[1].split("###")[0]
