@@ -164,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         commands = {"sweep": sweep_command, "worker": worker_command, "report": report_command, "probe": probe_command,
-                    "ui": ui_command,
-                    "services": services_command, "dashboard": dashboard_command}
+                    "ui": ui_command, "services": services_command, "dashboard": dashboard_command}
         code = commands[args.command](args)
     except UserError as error:
         print(redacted(f"error: {error}"), file=sys.stderr)

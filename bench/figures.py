@@ -22,9 +22,14 @@ def arch_colors(archs: list[str]) -> dict[str, str]:
     return {a: matplotlib.colors.to_hex(palette[i % 10]) for i, a in enumerate(ordered)}
 
 
-def figure_per_dataset(datasets: list[str], height: float = 4.5):
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), height), squeeze=False)
+def figure_per_dataset(datasets: list[str]):
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     return fig, zip(axes[0], datasets)
+
+
+def figure_grid(rows: int, columns: int, panel_size: tuple[float, float]):
+    """A figure of rows x columns panels, and the panels as a 2-d array."""
+    return plt.subplots(rows, columns, figsize=(columns * panel_size[0], rows * panel_size[1]), squeeze=False)
 
 
 def save_figure(fig, path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from bench.figures import DATASET_TITLES, arch_colors, figure_per_dataset, save_figure
+from bench.figures import DATASET_TITLES, arch_colors, figure_grid, figure_per_dataset, save_figure
 from bench.probes import (
     MEMORY_MIN_LEN,
     MIN_POLARITY,
@@ -215,11 +215,9 @@ def _span(study: ProbedStudy) -> str:
 
 
 def memory_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     datasets = [d for d in datasets if any(p.values("probe/memory/texts") for p in _of(probed, d))]
     colors = arch_colors([p.arch for p in probed])
-    fig, axes = plt.subplots(2 * len(datasets), 2, figsize=(11, 8 * len(datasets)), squeeze=False)
+    fig, axes = figure_grid(2 * len(datasets), 2, (5.5, 4))
     for row, dataset in enumerate(datasets):
         studies = _of(probed, dataset)
         distances = _distances(studies)

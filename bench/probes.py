@@ -412,9 +412,10 @@ def run_probes(cfg: SweepConfig, tracking_uri: str, again: bool) -> None:
         data = bench_data.load(dataset, cfg.data_for(dataset), cfg.seed, cfg.data_dir, log=log)
         max_len = cfg.data_for(dataset).max_len
         sets = probe_sets(data, max_len, cfg.seed)
-        log(f"[{dataset}] probe sets: {len(sets.order.pairs)} word-order pairs; memory: "
-            f"{len(sets.memory.parts) if sets.memory else sets.notes['memory']}; gradient: "
-            f"{sets.gradient.max_distance if sets.gradient else sets.notes['gradient']}")
+        memory = f"{len(sets.memory.parts)} reviews" if sets.memory else sets.notes["memory"]
+        gradient = (f"{len(sets.gradient.texts)} texts to distance {sets.gradient.max_distance}" if sets.gradient
+                    else sets.notes["gradient"])
+        log(f"[{dataset}] probe sets: {len(sets.order.pairs)} word-order pairs; memory: {memory}; gradient: {gradient}")
         for run in todo:
             probe_study(client, run, sets, data, cfg.seed)
     log(f"probes done in {time.perf_counter() - started:.1f}s")
