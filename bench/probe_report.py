@@ -151,10 +151,11 @@ def order_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> 
                    label=name)
         ax.axhline(50, color="black", linestyle="--", linewidth=1, label="chance (order-blind: exactly this)")
         ax.set_xticks(x, [p.label for p in studies], rotation=20, fontsize=8)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 105)
         ax.set_ylabel("share of the minimal pairs (%)")
         ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: word order")
-        ax.legend(fontsize=7)
+    # One legend, below the panels: the bars reach 100%.
+    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8)
     save_figure(fig, path)
 
 
