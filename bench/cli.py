@@ -97,8 +97,13 @@ def worker_command(args: argparse.Namespace) -> None:
     run_sweep(cfg, args.config)
 
 
+def is_config_path(sweep: str) -> bool:
+    """Whether a command's sweep argument names a config file rather than a sweep."""
+    return sweep.endswith((".yaml", ".yml")) or Path(sweep).is_file()
+
+
 def report_command(args: argparse.Namespace) -> None:
-    cfg = load_config(args.sweep) if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file() else None
+    cfg = load_config(args.sweep) if is_config_path(args.sweep) else None
     from bench.report import write_report
     from bench.runtime import quiet_libraries
 
@@ -112,11 +117,11 @@ def probe_command(args: argparse.Namespace) -> None:
     from bench.runtime import quiet_libraries
 
     quiet_libraries()
-    uri = args.tracking_uri or tracking_uri(None)
-    if args.sweep.endswith((".yaml", ".yml")) or Path(args.sweep).is_file():
+    if is_config_path(args.sweep):
         cfg = load_config(args.sweep, args.overrides)
         uri = args.tracking_uri or tracking_uri(cfg)
     else:
+        uri = args.tracking_uri or tracking_uri(None)
         cfg = load_config(config_of_sweep(args.sweep, uri), args.overrides)
     run_probes(cfg, uri, again=True)
     write_report(cfg.name, uri, Path(args.reports))

@@ -86,13 +86,23 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _share_interval(values: list[float]) -> tuple[float, float] | None:
+    """The 95% interval of a mean share over the models, cut to 0-1; None for fewer than two."""
+    interval = mean_interval(values)
+    return (max(0.0, interval[0]), min(1.0, interval[1])) if interval else None
+
+
+def _bounds(values: list[float]) -> tuple[float, float]:
+    """The 95% interval of the mean over the models; with one model, its value."""
+    return mean_interval(values) or (min(values), max(values))
+
+
 def _estimate(values: list[float]) -> str:
-    """Mean share over the models in %, with its 95% interval where there are several (cut to 0-100)."""
+    """Mean share over the models in %, with its 95% interval where there are several."""
     if not values:
         return "—"
-    interval = mean_interval(values)
-    text = f"{100 * np.mean(values):.1f}"
-    return text + (f" [{100 * max(0.0, interval[0]):.1f}, {100 * min(1.0, interval[1]):.1f}]" if interval else "")
+    interval = _share_interval(values)
+    return f"{100 * np.mean(values):.1f}" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
 
 
 def _of(probed: list[ProbedStudy], dataset: str) -> list[ProbedStudy]:
@@ -133,11 +143,11 @@ def order_finding(studies: list[ProbedStudy]) -> str:
 
 def _above_chance(values: list[float]) -> bool:
     """The interval over the models lies above 0.5 (one model: its value does)."""
-    interval = mean_interval(values) or (min(values), max(values))
-    return interval[0] > 0.5
+    return _bounds(values)[0] > 0.5
 
 
 def order_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> None:
+    colors = arch_colors([p.arch for p in probed])
     fig, panels = figure_per_dataset(datasets)
     for ax, dataset in panels:
         studies = _of(probed, dataset)
@@ -147,7 +157,7 @@ def order_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> 
             means = [100 * (_mean(p.values(f"probe/order/{key}")) or 0) for p in studies]
             errors = np.array([_error_bar(p.values(f"probe/order/{key}")) for p in studies]).T
             ax.bar(x + offset, means, 0.4, yerr=errors if len(studies) else None, capsize=3, hatch=hatch,
-                   color=[arch_colors([s.arch for s in probed])[p.arch] for p in studies], edgecolor="black",
+                   color=[colors[p.arch] for p in studies], edgecolor="black",
                    label=name)
         ax.axhline(50, color="black", linestyle="--", linewidth=1, label="chance (order-blind: exactly this)")
         ax.set_xticks(x, [p.label for p in studies], rotation=20, fontsize=8)
@@ -160,11 +170,11 @@ def order_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> 
 
 
 def _error_bar(values: list[float]) -> tuple[float, float]:
-    interval = mean_interval(values)
+    interval = _share_interval(values)
     if not interval:
         return 0.0, 0.0
     mean = np.mean(values)
-    return 100 * (mean - max(0.0, interval[0])), 100 * (min(1.0, interval[1]) - mean)
+    return 100 * (mean - interval[0]), 100 * (interval[1] - mean)
 
 
 def _distances(studies: list[ProbedStudy]) -> list[int]:
@@ -217,6 +227,8 @@ def _span(study: ProbedStudy) -> str:
 
 def memory_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> None:
     datasets = [d for d in datasets if any(p.values("probe/memory/texts") for p in _of(probed, d))]
+    if not datasets:  # no dataset long enough for the memory probe
+        return
     colors = arch_colors([p.arch for p in probed])
     fig, axes = figure_grid(2 * len(datasets), 2, (5.5, 4))
     for row, dataset in enumerate(datasets):
@@ -230,7 +242,7 @@ def memory_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) ->
                                     colors[p.arch], p.label)
                 ax.set_xscale("symlog", linthresh=25)
                 ax.set_xticks(distances, [str(k) for k in distances])
-                ax.set_xlabel(f"filler tokens {'after' if side == 'after' else 'before'} the review")
+                ax.set_xlabel(f"filler tokens {side} the review")
                 ax.set_ylabel(f"{'accuracy' if metric == 'acc' else 'AUROC'} (%)")
                 ax.axhline(50, color="black", linestyle=":", linewidth=1)
                 ax.set_ylim(0, 102)
@@ -244,10 +256,10 @@ def memory_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) ->
 def _line_with_band(ax, xs, values_at, color, label) -> None:
     means = [100 * np.mean(v) if v else np.nan for v in values_at]
     ax.plot(xs, means, marker="o", markersize=3, color=color, label=label)
-    intervals = [mean_interval(v) for v in values_at]
+    intervals = [_share_interval(v) for v in values_at]
     if all(intervals):
-        ax.fill_between(xs, [100 * max(0.0, i[0]) for i in intervals], [100 * min(1.0, i[1]) for i in intervals],
-                        color=color, alpha=0.15, linewidth=0)
+        ax.fill_between(xs, [100 * i[0] for i in intervals], [100 * i[1] for i in intervals], color=color,
+                        alpha=0.15, linewidth=0)
 
 
 def _gradient_curve(study: ProbedStudy) -> tuple[np.ndarray, np.ndarray]:
@@ -262,10 +274,6 @@ def _log_ratios(study: ProbedStudy) -> list[float]:
     """Each model's log10 of its gradient norm at the farthest distance over the one at the last token."""
     return [np.log10(max(c[max(c)], SMALLEST) / c[0]) for c in (m["probe/gradient/norm"] for m in study.models
                                                                 if "probe/gradient/norm" in m)]
-
-
-def _bounds(values: list[float]) -> tuple[float, float]:
-    return mean_interval(values) or (min(values), max(values))
 
 
 def _ratio_estimate(logs: list[float]) -> str:
