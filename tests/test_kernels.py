@@ -1,18 +1,13 @@
-"""kernels.py's SimpleRNN and GRU layers compute what torch.nn's do: outputs and gradients in float64, compiled or
-not, stacked, bidirectional and padded."""
+"""kernels.py's layers compute what torch.nn's do: outputs and gradients in float64, for every cell, stacked,
+backwards, bidirectional and padded; and without the compiled kernels the networks still run, on torch.nn."""
 
 import pytest
 import torch
 
 from bench import kernels, models
-from bench.models import Recurrent
+from bench.models import Recurrent, reverse_within_length
 
-
-@pytest.fixture(params=["compiled", "python"])
-def loops(request, monkeypatch):
-    """Both ways the loops run: TorchScript, and the plain Python fallback."""
-    if request.param == "python":
-        monkeypatch.setattr(kernels, "_compiled", lambda fn: fn)
+CELLS = {"rnn": (torch.nn.RNN, 1), "gru": (torch.nn.GRU, 3), "lstm": (torch.nn.LSTM, 4)}
 
 
 def grads(out, inputs, seed=0):
@@ -20,30 +15,48 @@ def grads(out, inputs, seed=0):
     return torch.autograd.grad(out, inputs, torch.randn_like(out))
 
 
-@pytest.mark.parametrize("cell", [torch.nn.RNN, torch.nn.GRU])
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_layers_match_torch_nn(loops, cell, num_layers):
-    torch.manual_seed(0)
-    rnn = cell(5, 4, num_layers=num_layers, batch_first=True).double()
-    x = torch.randn(3, 9, 5, dtype=torch.double, requires_grad=True)
-    assert kernels.fast_path(rnn, x)
-    expected, got = rnn(x)[0], kernels.run_layers(rnn, x)
+def assert_same(got, expected, inputs):
     assert torch.allclose(got, expected, atol=1e-12)
-    inputs = [x, *rnn.parameters()]
     for a, b in zip(grads(got, inputs), grads(expected, inputs)):
         assert torch.allclose(a, b, atol=1e-12)
 
 
-@pytest.mark.parametrize("layer, gates", [(kernels.TanhRNNLayer, 1), (kernels.GRULayer, 3)])
-def test_explicit_backward_passes_gradcheck(loops, layer, gates):
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_layers_match_torch_nn(cell, num_layers):
     torch.manual_seed(0)
-    xw = torch.randn(6, 2, 3 * gates, dtype=torch.double, requires_grad=True)
+    rnn = CELLS[cell][0](5, 4, num_layers=num_layers, batch_first=True).double()
+    x = torch.randn(3, 9, 5, dtype=torch.double, requires_grad=True)
+    assert kernels.fast_path(rnn, x)
+    assert_same(kernels.run_layers(rnn, x), rnn(x)[0], [x, *rnn.parameters()])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backwards_layers_match_reversed_torch_nn(cell):
+    torch.manual_seed(0)
+    rnn = CELLS[cell][0](5, 4, num_layers=2, batch_first=True).double()
+    x = torch.randn(3, 9, 5, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([9, 1, 5])
+    expected = reverse_within_length(rnn(reverse_within_length(x, lengths))[0], lengths)
+    got = kernels.run_layers(rnn, x, backwards_lengths=lengths)
+    real = torch.arange(9) < lengths[:, None]  # padding outputs differ (each direction runs on over it) and are unread
+    assert_same(got[real], expected[real], [x, *rnn.parameters()])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("backwards", [False, True])
+def test_explicit_backward_passes_gradcheck(cell, backwards):
+    torch.manual_seed(0)
+    gates = CELLS[cell][1]
+    layer = kernels.LAYERS[{"rnn": "RNN_TANH", "gru": "GRU", "lstm": "LSTM"}[cell]]
+    pre = torch.randn(6, 3, 3 * gates, dtype=torch.double, requires_grad=True)
     w_hh = (0.5 * torch.randn(3 * gates, 3, dtype=torch.double)).requires_grad_()
-    b_hh = torch.randn(3 * gates, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(layer.apply, (xw, w_hh, b_hh))
+    lengths = torch.tensor([6, 2, 4]) if backwards else None
+    args = (pre, w_hh, torch.randn(3 * gates, dtype=torch.double, requires_grad=True)) if cell == "gru" else (pre, w_hh)
+    assert torch.autograd.gradcheck(layer.apply, (*args, lengths))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_networks_match_with_torch_nn_layers_and_padding(cell, bidirectional, monkeypatch):
     torch.manual_seed(0)
@@ -58,3 +71,38 @@ def test_networks_match_with_torch_nn_layers_and_padding(cell, bidirectional, mo
     assert torch.allclose(fast, slow, atol=1e-12)
     for a, b in zip(fast_grads, grads(slow, list(net.parameters()))):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_on_several_threads_agrees_with_torch_nn(cell, monkeypatch):
+    torch.manual_seed(0)
+    net = Recurrent(50, cell, bidirectional=True, embed_dim=16, hidden_size=64)
+    ids, lengths = torch.randint(1, 50, (64, 40)), torch.randint(1, 41, (64,))  # 64 rows: every thread has a share
+    fast = net(ids, lengths)
+    fast_grads = grads(fast, list(net.parameters()))
+    monkeypatch.setattr(models, "fast_path", lambda rnn, x: False)
+    slow = net(ids, lengths)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for a, b in zip(fast_grads, grads(slow, list(net.parameters()))):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_without_the_compiled_kernels_the_networks_run_on_torch_nn(monkeypatch):
+    torch.manual_seed(0)
+    net = Recurrent(30, "lstm", bidirectional=True, embed_dim=6, hidden_size=5).double()
+    ids, lengths = torch.randint(1, 30, (4, 8)), torch.tensor([8, 3, 5, 1])
+    fast = net(ids, lengths)
+    monkeypatch.setattr(kernels, "compiled_ops", lambda: None)
+    rnn = net.forward_layers[0]
+    assert not kernels.fast_path(rnn, torch.zeros(1, 1, 6, dtype=torch.double))
+    assert torch.allclose(net(ids, lengths), fast, atol=1e-12)
+
+
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
+    kernels.compiled_ops.cache_clear()
+    monkeypatch.setattr(kernels, "_built_library", lambda: (_ for _ in ()).throw(RuntimeError("no compiler: c++")))
+    try:
+        assert kernels.compiled_ops() is None
+        assert "no compiler: c++" in caplog.text and "torch.nn" in caplog.text
+    finally:
+        kernels.compiled_ops.cache_clear()
