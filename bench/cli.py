@@ -94,7 +94,17 @@ def worker_command(args: argparse.Namespace) -> None:
     keep_freed_memory()
     quiet_libraries()
     use_thread_share()
+    build_kernels(cfg.architectures)
     run_sweep(cfg, args.config)
+
+
+def build_kernels(architectures: list[str]) -> None:
+    """The recurrent layers' C++ loops, built (once per machine) before any training clock starts."""
+    from bench import kernels
+    from bench.models import RECURRENT
+
+    if any(arch in RECURRENT for arch in architectures):
+        kernels.compiled_ops()
 
 
 def is_config_path(sweep: str) -> bool:

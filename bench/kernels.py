@@ -1,22 +1,23 @@
-"""Recurrent layers for the CPU that run as fast as their arithmetic allows: the same parameters, outputs and gradients
-as torch.nn.RNN (tanh), torch.nn.GRU and torch.nn.LSTM, whose CPU kernels take a slow per-step path (RNN, GRU) or
-leave speed unused (LSTM). On a GPU bench keeps cuDNN's layers.
+"""SimpleRNN and GRU layers for the CPU that run as fast as their arithmetic allows: the same parameters, outputs and
+gradients as torch.nn.RNN (tanh) and torch.nn.GRU, whose CPU kernels take a slow per-step path. nn.LSTM keeps
+oneDNN's fused kernel, which is faster than these loops could be; on a GPU bench keeps cuDNN's layers.
 
 How (docs/performance.md has the figures):
 - the input projections of every time step are one matrix multiply before the loop, the weight gradients one after
   it: only `h @ W_hh` and the gate arithmetic stay in the loop;
-- the loops are C++ (kernels.cpp), built on first use by torch.utils.cpp_extension into torch's extension cache;
-- a layer that reads each text backwards does so in place, from its last real token: no reversed copies.
+- the loops are C++ (kernels.cpp), built on first use by torch.utils.cpp_extension into torch's extension cache.
 Where the C++ cannot be built (no compiler), torch.nn's layers run instead: the same results, slower.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,19 @@ from torch import Tensor, nn
 SOURCE = Path(__file__).with_name("kernels.cpp")
 # -march=native: the extension is built on the machine that runs it; -ffast-math lets the compiler vectorise exp.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+_use_torch_nn = False  # set by torch_nn_layers()
+
+
+@contextlib.contextmanager
+def torch_nn_layers():
+    """Within it the recurrent layers are torch.nn's: for FlopCounterMode, which sees every product of theirs (the
+    compiled loops hide their per-step products from it), and for perf's comparison with them."""
+    global _use_torch_nn
+    before, _use_torch_nn = _use_torch_nn, True
+    try:
+        yield
+    finally:
+        _use_torch_nn = before
 
 
 @functools.cache
@@ -51,6 +65,8 @@ def _built_library() -> Path:
     root = Path(cpp_extension.get_default_build_root())
     library = root / f"bench_kernels_{key}.so"
     if not library.exists():
+        print(f"bench: building {SOURCE.name} for this machine (once per version), into {root}", file=sys.stderr,
+              flush=True)
         root.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix="bench_kernels_", dir=root))
         try:
@@ -63,18 +79,15 @@ def _built_library() -> Path:
 
 
 def fast_path(rnn: nn.RNNBase, x: Tensor) -> bool:
-    """Whether run_layers serves this layer and input: a tanh RNN, GRU or LSTM with biases, batch first, one
-    direction, on the CPU, where the kernels are built."""
+    """Whether run_layers serves this layer and input: a tanh RNN or a GRU with biases, batch first, one direction,
+    on the CPU, where the kernels are built."""
     return (x.device.type == "cpu" and rnn.mode in LAYERS and rnn.bias and rnn.batch_first
-            and not rnn.bidirectional and rnn.proj_size == 0 and compiled_ops() is not None)
+            and not rnn.bidirectional and not _use_torch_nn and compiled_ops() is not None)
 
 
-def run_layers(rnn: nn.RNNBase, x: Tensor, backwards_lengths: Tensor | None = None) -> Tensor:
-    """rnn(x)[0] for a layer that fast_path accepts, from a zero initial state. With backwards_lengths each text is
-    read from its last real token back to its first, and each output stays at its token's position: what
-    reversing the real tokens, running rnn and reversing its outputs back would give."""
+def run_layers(rnn: nn.RNNBase, x: Tensor) -> Tensor:
+    """rnn(x)[0] for a layer that fast_path accepts, from a zero initial state."""
     layer = LAYERS[rnn.mode]
-    lengths = None if backwards_lengths is None else backwards_lengths.to("cpu", torch.int64).contiguous()
     out = x.transpose(0, 1)  # time-major: each step's batch is one contiguous block
     for i in range(rnn.num_layers):
         if i > 0:  # as nn.RNN: dropout between layers, not after the last
@@ -82,9 +95,9 @@ def run_layers(rnn: nn.RNNBase, x: Tensor, backwards_lengths: Tensor | None = No
         w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{i}") for name in ("weight_ih", "weight_hh", "bias_ih",
                                                                             "bias_hh"))
         if layer is GRULayer:  # b_hh stays inside the loop: r scales the n gate's part of it
-            out = layer.apply(nn.functional.linear(out, w_ih, b_ih), w_hh, b_hh, lengths)
+            out = layer.apply(nn.functional.linear(out, w_ih, b_ih), w_hh, b_hh)
         else:
-            out = layer.apply(nn.functional.linear(out, w_ih, b_ih + b_hh), w_hh, lengths)
+            out = layer.apply(nn.functional.linear(out, w_ih, b_ih + b_hh), w_hh)
     return out.transpose(0, 1)
 
 
@@ -98,52 +111,32 @@ class TanhRNNLayer(torch.autograd.Function):
     """One tanh RNN layer over time-major pre-activations u = x W_ih^T + b_ih + b_hh (T, B, H)."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, w_hh: Tensor, lengths: Tensor | None) -> Tensor:
-        h_prev, out = compiled_ops().rnn_forward(u.contiguous(), w_hh.contiguous(), lengths)
-        ctx.save_for_backward(h_prev, out, w_hh)
-        ctx.lengths = lengths
-        return out
+    def forward(ctx, u: Tensor, w_hh: Tensor) -> Tensor:
+        h = compiled_ops().rnn_forward(u.contiguous(), w_hh.contiguous())
+        ctx.save_for_backward(h, w_hh)
+        return h[1:]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        h_prev, out, w_hh = ctx.saved_tensors
-        du = compiled_ops().rnn_backward(grad.contiguous(), out, w_hh.contiguous(), ctx.lengths)
-        return du, _recurrent_weight_grad(du, h_prev), None
+        h, w_hh = ctx.saved_tensors
+        du = compiled_ops().rnn_backward(grad.contiguous(), h, w_hh.contiguous())
+        return du, _recurrent_weight_grad(du, h[:-1])
 
 
 class GRULayer(torch.autograd.Function):
     """One GRU layer over time-major input projections xw = x W_ih^T + b_ih (T, B, 3H), gates in order r, z, n."""
 
     @staticmethod
-    def forward(ctx, xw: Tensor, w_hh: Tensor, b_hh: Tensor, lengths: Tensor | None) -> Tensor:
-        h_prev, out, rzn, ghn = compiled_ops().gru_forward(xw.contiguous(), w_hh.contiguous(), b_hh.contiguous(),
-                                                           lengths)
-        ctx.save_for_backward(h_prev, rzn, ghn, w_hh)
-        ctx.lengths = lengths
-        return out
+    def forward(ctx, xw: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+        h, rzn, ghn = compiled_ops().gru_forward(xw.contiguous(), w_hh.contiguous(), b_hh.contiguous())
+        ctx.save_for_backward(h, rzn, ghn, w_hh)
+        return h[1:]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        h_prev, rzn, ghn, w_hh = ctx.saved_tensors
-        dgh, dxw = compiled_ops().gru_backward(grad.contiguous(), h_prev, rzn, ghn, w_hh.contiguous(), ctx.lengths)
-        return dxw, _recurrent_weight_grad(dgh, h_prev), dgh.sum((0, 1)), None
+        h, rzn, ghn, w_hh = ctx.saved_tensors
+        dgh, dxw = compiled_ops().gru_backward(grad.contiguous(), h, rzn, ghn, w_hh.contiguous())
+        return dxw, _recurrent_weight_grad(dgh, h[:-1]), dgh.sum((0, 1))
 
 
-class LSTMLayer(torch.autograd.Function):
-    """One LSTM layer over time-major pre-activations u = x W_ih^T + b_ih + b_hh (T, B, 4H), gates i, f, g, o."""
-
-    @staticmethod
-    def forward(ctx, u: Tensor, w_hh: Tensor, lengths: Tensor | None) -> Tensor:
-        h_prev, c_prev, out, gates = compiled_ops().lstm_forward(u.contiguous(), w_hh.contiguous(), lengths)
-        ctx.save_for_backward(h_prev, c_prev, gates, w_hh)
-        ctx.lengths = lengths
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        h_prev, c_prev, gates, w_hh = ctx.saved_tensors
-        du = compiled_ops().lstm_backward(grad.contiguous(), c_prev, gates, w_hh.contiguous(), ctx.lengths)
-        return du, _recurrent_weight_grad(du, h_prev), None
-
-
-LAYERS = {"RNN_TANH": TanhRNNLayer, "GRU": GRULayer, "LSTM": LSTMLayer}  # by torch.nn.RNNBase.mode
+LAYERS = {"RNN_TANH": TanhRNNLayer, "GRU": GRULayer}  # by torch.nn.RNNBase.mode

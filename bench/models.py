@@ -2,7 +2,8 @@
 
 Batches are right-padded with id 0. Every network reads only the real tokens of each text, so padding
 never changes a prediction. Recurrent networks run unpacked over length-bucketed batches and read each text's
-state at its own last real token: on a GPU through cuDNN, on the CPU through kernels.py's layers.
+state at its own last real token: on a GPU through cuDNN, on the CPU through oneDNN's LSTM and kernels.py's
+SimpleRNN and GRU.
 """
 
 from __future__ import annotations
@@ -133,32 +134,24 @@ class Recurrent(nn.Module):
         last = lengths - 1
         if not self.bidirectional:
             return self.head(self.dropout(run(self.rnn, x, lengths)[rows, last])).squeeze(-1)
-        out_fwd = out_bwd = None
+        out_fwd = out_back = None  # out_back: the backward RNN's outputs, in the order it reads the tokens
         for fwd, bwd in zip(self.forward_layers, self.backward_layers):
-            if out_fwd is not None:  # a layer above the first reads both directions' outputs
-                x = self.dropout(torch.cat([out_fwd, out_bwd], dim=-1))
-            out_fwd, out_bwd = run(fwd, x, lengths), run(bwd, x, lengths, backwards=True)
+            if out_fwd is not None:  # a layer above the first reads both directions' outputs at each token
+                x = self.dropout(torch.cat([out_fwd, reverse_within_length(out_back, lengths)], dim=-1))
+            out_fwd, out_back = run(fwd, x, lengths), run(bwd, reverse_within_length(x, lengths), lengths)
         # The forward RNN's state at the last real token, the backward one's at the first (its own last step).
-        state = torch.cat([out_fwd[rows, last], out_bwd[:, 0]], dim=-1)
+        state = torch.cat([out_fwd[rows, last], out_back[rows, last]], dim=-1)
         return self.head(self.dropout(state)).squeeze(-1)
 
     @staticmethod
-    def _run(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor, backwards: bool = False) -> torch.Tensor:
-        """rnn's outputs at each position, over the padding too (its outputs are never read); backwards: reading
-        each text from its last real token. On the CPU: kernels.py's layers."""
-        if fast_path(rnn, x):
-            return run_layers(rnn, x, lengths if backwards else None)
-        if backwards:
-            return reverse_within_length(rnn(reverse_within_length(x, lengths))[0], lengths)
-        return rnn(x)[0]
+    def _run(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # Over the padding too: its outputs are never read. SimpleRNN and GRU on the CPU: kernels.py's layers.
+        return run_layers(rnn, x) if fast_path(rnn, x) else rnn(x)[0]
 
     @staticmethod
-    def _run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor, backwards: bool = False) -> torch.Tensor:
-        if backwards:
-            x = reverse_within_length(x, lengths)
+    def _run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out = pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
-        return reverse_within_length(out, lengths) if backwards else out
+        return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
 
 
 def _recurrent(cell: str, bidirectional: bool = False):

@@ -13,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from bench import data as bench_data
+from bench import kernels
 
 # Training batches per training_step call, about (the training loader's groups): Lightning's own work between two
 # calls is paid once per group rather than once per step (docs/performance.md).
@@ -34,12 +35,13 @@ def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: tor
     by PyTorch's FlopCounterMode on a CPU copy of the network in eval mode (so that no random number is drawn).
 
     It counts matrix multiplications, which dominate every network but averaging, whose embedding means it does not
-    count. oneDNN is off while counting: its fused LSTM hides the products from the counter.
+    count. The recurrent layers are torch.nn's, and oneDNN is off, while counting: fused kernels (kernels.py's,
+    oneDNN's LSTM) hide their products from the counter.
     """
     counted = copy.deepcopy(network).cpu().float().eval()
     # Gradients on even inside Lightning's validation hooks, which run in inference mode.
     with (torch.inference_mode(False), torch.enable_grad(), torch.backends.mkldnn.flags(enabled=False),
-          FlopCounterMode(display=False) as counter):
+          kernels.torch_nn_layers(), FlopCounterMode(display=False) as counter):
         logits = counted(ids.cpu(), lengths.cpu())
         nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
     return counter.get_total_flops() / float(lengths.sum())

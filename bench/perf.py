@@ -8,6 +8,7 @@ of them for several epochs, about `--pass-seconds` of bare training):
   naive    the textbook baseline: random batches padded to max_len, recurrent layers over pack_padded_sequence
            (over a fixed `NAIVE_TEXTS` texts: it is an order of magnitude slower)
   lstm     a bare lstm pass over the same texts, the reference that every architecture's speed is a ratio to
+  torch.nn simple_rnn's and gru's bare pass on torch.nn's recurrent layers rather than bench/kernels.py's
 Arithmetic: training FLOPs per token (FlopCounterMode), achieved GFLOP/s, and the machine's matmul speed.
 Throughput counts real (non-pad) tokens, so the three are comparable. Each architecture runs in a process of
 its own, so that its peak RSS is its own. Data: load, normalise, tokenise and encode each dataset with an
@@ -39,7 +40,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench import data as bench_data
-from bench import sweep
+from bench import kernels, sweep
 from bench.config import load_config
 from bench.coordination import Keys
 from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
@@ -145,12 +146,19 @@ class TrainingBench:
         test = self.ctx.data.test
         return sweep.inference_ms_per_1k(self.fresh_network(), bench_data.loader(test, 512, shuffle=False), len(test))
 
+    def bare_on_torch_nn(self) -> float:
+        with kernels.torch_nn_layers():
+            return self.bare(self.train, self.epochs)
+
     def repetition(self, rep: int) -> dict[str, float]:
         """Seconds of each measurement. Bare runs back to back with the harness on one side and with a bare lstm
-        pass over the same texts on the other, in alternating order, so that neither of a pair always runs first."""
+        pass over the same texts on the other, in alternating order, so that neither of a pair always runs first.
+        A network with kernels.py's layers also runs a bare pass on torch.nn's, last."""
         paired = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
         if self.arch != REFERENCE:
             paired.append((REFERENCE, lambda: self.bare(self.train, self.epochs, REFERENCE)))
+        if any(m.mode in kernels.LAYERS for m in self.fresh_network().modules() if isinstance(m, torch.nn.RNNBase)):
+            paired.append(("torch_nn", self.bare_on_torch_nn))
         if rep % 2 == 0:
             paired.reverse()
         return {name: run() for name, run in paired + [("naive", self.naive), ("latency", self.latency)]}
@@ -254,17 +262,19 @@ def arithmetic_table(results: list[dict], peak_gflops: float) -> tuple[list[str]
     """Each architecture's training FLOPs per token, the GFLOP/s its bare loop achieves, and its tokens/s against
     lstm's (paired, per repetition) next to what the two FLOP counts allow."""
     lines = ["| architecture | train MFLOP / token | bare GFLOP/s | % of matmul peak | tokens/s / lstm's (paired) "
-             "| FLOPs allow |", "|---|---|---|---|---|---|"]
+             "| FLOPs allow | tokens/s / on torch.nn's layers (paired) |", "|---|---|---|---|---|---|---|"]
     reference = next((r for r in results if r["arch"] == REFERENCE), None)
     ratios = {}
     for r in results:
         gflops = [r["tokens"] * r["flops_per_token"] / v / 1e9 for v in r["seconds"]["bare"]]
         paired = [lstm / bare for lstm, bare in zip(r["seconds"].get(REFERENCE, []), r["seconds"]["bare"])]
         ratios[r["arch"]] = statistics.median(paired) if paired else 1.0
+        to_torch_nn = [nn / bare for nn, bare in zip(r["seconds"].get("torch_nn", []), r["seconds"]["bare"])]
         allows = f"{reference['flops_per_token'] / r['flops_per_token']:.2f}" if reference else "–"
         lines.append(f"| `{r['arch']}` | {r['flops_per_token'] / 1e6:.3f} | {median_spread(gflops, 1)} "
                      f"| {100 * statistics.median(gflops) / peak_gflops:.0f} "
-                     f"| {median_spread(paired, 2) if paired else '1 (the reference)'} | {allows} |")
+                     f"| {median_spread(paired, 2) if paired else '1 (the reference)'} | {allows} "
+                     f"| {median_spread(to_torch_nn, 2) if to_torch_nn else '–'} |")
     return lines, ratios
 
 
@@ -351,7 +361,9 @@ def arithmetic_method(peak_gflops: float) -> str:
         "2048 x 2048 product). _tokens/s / lstm's_: median (min-max) of the ratio within each repetition, where "
         "the architecture's bare pass and a bare lstm pass over the same texts run back to back (in alternating "
         "order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio its arithmetic alone "
-        "would give."
+        "would give. _tokens/s / on torch.nn's layers_: against the same bare pass with torch.nn's SimpleRNN and "
+        "GRU layers in place of `bench/kernels.py`'s, one pass apart in each repetition (lstm and bilstm run "
+        "torch.nn's LSTM, oneDNN's fused kernel, either way)."
     )
 
 
@@ -402,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keep_freed_memory()  # as the sweep does
     quiet_libraries()
+    kernels.compiled_ops()  # built before any pass is timed
     if args.child_train:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(measure_training(args.child_train, args.pass_seconds, args.repeats, Path(tmp))))
