@@ -92,10 +92,10 @@ class BagConcat(nn.Module):
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence's real steps in place, leaving its padding at the end."""
+    """Reverse each sequence's real steps (dimension 1) in place, leaving its padding at the end."""
     steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
     index = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+    return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x))
 
 
 class Recurrent(nn.Module):
@@ -128,17 +128,21 @@ class Recurrent(nn.Module):
         """packed: run each layer over pack_padded_sequence, the textbook way (perf.py's naive baseline); the
         predictions are the same."""
         run = self._run_packed if packed else self._run
-        x = self.dropout(self.embedding(ids))
         rows = torch.arange(ids.shape[0], device=ids.device)
         lengths = lengths.to(ids.device)
         last = lengths - 1
         if not self.bidirectional:
+            x = self.dropout(self.embedding(ids))
             return self.head(self.dropout(run(self.rnn, x, lengths)[rows, last])).squeeze(-1)
-        out_fwd = out_back = None  # out_back: the backward RNN's outputs, in the order it reads the tokens
+        # The backward RNN reads each text's tokens reversed: its first layer's input is looked up reversed, cheaper
+        # than reversing the embeddings. out_back: its outputs, in the order it reads the tokens.
+        x, x_back = self.dropout(self.embedding(torch.cat([ids, reverse_within_length(ids, lengths)]))).chunk(2)
+        out_fwd = out_back = None
         for fwd, bwd in zip(self.forward_layers, self.backward_layers):
             if out_fwd is not None:  # a layer above the first reads both directions' outputs at each token
                 x = self.dropout(torch.cat([out_fwd, reverse_within_length(out_back, lengths)], dim=-1))
-            out_fwd, out_back = run(fwd, x, lengths), run(bwd, reverse_within_length(x, lengths), lengths)
+                x_back = reverse_within_length(x, lengths)
+            out_fwd, out_back = run(fwd, x, lengths), run(bwd, x_back, lengths)
         # The forward RNN's state at the last real token, the backward one's at the first (its own last step).
         state = torch.cat([out_fwd[rows, last], out_back[rows, last]], dim=-1)
         return self.head(self.dropout(state)).squeeze(-1)
