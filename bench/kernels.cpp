@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -37,8 +38,12 @@ void add_product(bool transpose_w, int m, int n, int k, const T* a, const T* w, 
   }
 }
 
-template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-template <typename T> inline T tanh_exp(T x) { return T(2) / (T(1) + std::exp(T(-2) * x)) - T(1); }  // vectorises
+// Through exp, which the compiler vectorises. The clamps keep exp finite (-ffast-math assumes it is): beyond them
+// both functions are at their limits in float32.
+template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-std::clamp(x, T(-80), T(80)))); }
+template <typename T> inline T tanh_exp(T x) {
+  return T(2) / (T(1) + std::exp(T(-2) * std::clamp(x, T(-20), T(20)))) - T(1);
+}
 
 // Runs body(first_row, rows) on each thread's share of the batch.
 template <typename F>

@@ -93,3 +93,18 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
         assert "no compiler: c++" in caplog.text and "torch.nn" in caplog.text
     finally:
         kernels.compiled_ops.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_saturated_gates_stay_finite(dtype):
+    """Pre-activations far beyond the gates' range (exploding weights) saturate them, as torch.nn does, not NaN."""
+    extremes = torch.tensor([-1e4, -100.0, -50.0, -10.0, 0.0, 10.0, 50.0, 100.0, 1e4], dtype=dtype)
+    for cell in CELLS.values():
+        rnn = cell[0](1, 9, batch_first=True).to(dtype)
+        with torch.no_grad():
+            for name, p in rnn.named_parameters():
+                p.zero_()
+                if name == "bias_ih_l0":
+                    p.copy_(extremes.repeat(cell[1]))
+        x = torch.zeros(16, 3, 1, dtype=dtype)  # 16 rows: a share for each thread
+        assert torch.allclose(kernels.run_layers(rnn, x), rnn(x)[0], atol=1e-6)
