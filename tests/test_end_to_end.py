@@ -11,7 +11,7 @@ from bench import sweep
 from bench.cli import main
 from bench.config import load_config
 
-ARCHS = ["averaging", "bag_concat", "lstm", "bilstm"]
+ARCHS = ["averaging", "bag_concat", "gru", "bilstm"]  # gru: the C++ loops, served through MLflow below
 OVERRIDES = ["datasets=[imdb, sentiment140]", f"architectures=[{', '.join(ARCHS)}]"]
 
 
@@ -21,7 +21,7 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
     assert main(["sweep", str(tiny_sweep), *OVERRIDES, *reports]) == 0
     cfg = load_config(tiny_sweep, OVERRIDES)
     output = capsys.readouterr().out
-    assert "[imdb/lstm] trial 2/2" in output and "budget left" in output
+    assert "[imdb/gru] trial 2/2" in output and "budget left" in output
     report = (tmp_path / "reports" / "tiny" / "README.md").read_text()
     assert all(f"| `{arch}` |" in report for arch in ARCHS)
 
@@ -49,7 +49,7 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
     history = client.get_metric_history(child.info.run_id, "val/acc")
     assert len(history) >= 1 and "train/tokens_per_s" in child.data.metrics
     assert child.data.metrics["cost/train_flops"] > child.data.metrics["cost/train_flops_per_token"] > 0
-    parent = next(r for r in parents if r.data.tags["architecture"] == "lstm" and r.data.tags["dataset"] == "imdb")
+    parent = next(r for r in parents if r.data.tags["architecture"] == "gru" and r.data.tags["dataset"] == "imdb")
     assert "test/acc" in parent.data.metrics and "best/lr" in parent.data.tags
     assert parent.data.tags["target_val_acc"] == "0.7"
     # Two validations per epoch on IMDB: four learning-curve points over two epochs, at distinct steps.
