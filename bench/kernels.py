@@ -62,7 +62,7 @@ def _built_library() -> Path:
     from torch.utils import cpp_extension
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join([torch.__version__, *CFLAGS]).encode()).hexdigest()[:16]
-    root = Path(cpp_extension.get_default_build_root())
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())  # as torch's
     library = root / f"bench_kernels_{key}.so"
     if not library.exists():
         print(f"bench: building {SOURCE.name} for this machine (once per version), into {root}", file=sys.stderr,
