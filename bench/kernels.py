@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -61,7 +62,8 @@ def _built_library() -> Path:
     building at once (a sweep's workers) never wait on each other nor see half a file."""
     from torch.utils import cpp_extension
 
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([torch.__version__, *CFLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([torch.__version__, *CFLAGS, _cpu_flags()]).encode())
+    key = key.hexdigest()[:16]
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())  # as torch's
     library = root / f"bench_kernels_{key}.so"
     if not library.exists():
@@ -76,6 +78,15 @@ def _built_library() -> Path:
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return library
+
+
+def _cpu_flags() -> str:
+    """What -march=native compiles for: a cache shared by machines of other CPUs (a network home) builds anew."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith("flags")), platform.machine())
+    except OSError:
+        return platform.machine()
 
 
 def fast_path(rnn: nn.RNNBase, x: Tensor) -> bool:
