@@ -95,6 +95,8 @@ class TrainingBench:
         self.arch, self.cfg = arch, cfg
         self.full = bench_data.load("imdb", cfg.data_for("imdb"), cfg.seed, cfg.data_dir, log=lambda message: None)
         self.train, self.epochs = self._size_passes(pass_seconds)
+        self.on_kernels = any(isinstance(m, torch.nn.RNNBase) and m.mode in kernels.LAYERS  # kernels.py serves it
+                              for m in self.fresh_network().modules())
         self.naive_train = subset(self.full.train, NAIVE_TEXTS)
         # Every epoch trains to the end: no early stopping, and a single trial is never pruned.
         study = cfg.study.model_copy(update={"max_epochs": self.epochs, "patience": self.epochs})
@@ -157,7 +159,7 @@ class TrainingBench:
         paired = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
         if self.arch != REFERENCE:
             paired.append((REFERENCE, lambda: self.bare(self.train, self.epochs, REFERENCE)))
-        if any(m.mode in kernels.LAYERS for m in self.fresh_network().modules() if isinstance(m, torch.nn.RNNBase)):
+        if self.on_kernels:
             paired.append(("torch_nn", self.bare_on_torch_nn))
         if rep % 2 == 0:
             paired.reverse()

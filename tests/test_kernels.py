@@ -49,14 +49,21 @@ def test_networks_match_with_torch_nn_layers_and_padding(cell, bidirectional, mo
     lengths = torch.tensor([7, 1, 4])
     ids = torch.randint(2, 30, (3, 9)) * (torch.arange(9) < lengths[:, None])
     fast = net(ids, lengths)
-    fast_grads = grads(fast, list(net.parameters()))
     assert torch.allclose(net(ids[:1, :7], lengths[:1]), fast[:1], atol=1e-12)  # padding changes nothing
     assert torch.allclose(net(ids, lengths, packed=True), fast, atol=1e-12)  # as over pack_padded_sequence
+    assert_like_on_torch_nn(net, ids, lengths, monkeypatch, atol=1e-12)
+
+
+def assert_like_on_torch_nn(net, ids, lengths, monkeypatch, atol, grad_atol=None):
+    """The network's outputs and parameter gradients equal those it gives on torch.nn's layers."""
+    params = list(net.parameters())
+    fast = net(ids, lengths)
+    fast_grads = grads(fast, params)
     monkeypatch.setattr(models, "fast_path", lambda rnn, x: False)
     slow = net(ids, lengths)
-    assert torch.allclose(fast, slow, atol=1e-12)
-    for a, b in zip(fast_grads, grads(slow, list(net.parameters()))):
-        assert torch.allclose(a, b, atol=1e-12)
+    assert torch.allclose(fast, slow, atol=atol)
+    for a, b in zip(fast_grads, grads(slow, params)):
+        assert torch.allclose(a, b, atol=grad_atol or atol)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -64,13 +71,7 @@ def test_float32_on_several_threads_agrees_with_torch_nn(cell, monkeypatch):
     torch.manual_seed(0)
     net = Recurrent(50, cell, embed_dim=16, hidden_size=64)
     ids, lengths = torch.randint(1, 50, (64, 40)), torch.randint(1, 41, (64,))  # 64 rows: every thread has a share
-    fast = net(ids, lengths)
-    fast_grads = grads(fast, list(net.parameters()))
-    monkeypatch.setattr(models, "fast_path", lambda rnn, x: False)
-    slow = net(ids, lengths)
-    assert torch.allclose(fast, slow, atol=1e-5)
-    for a, b in zip(fast_grads, grads(slow, list(net.parameters()))):
-        assert torch.allclose(a, b, atol=1e-4)
+    assert_like_on_torch_nn(net, ids, lengths, monkeypatch, atol=1e-5, grad_atol=1e-4)
 
 
 def test_without_the_compiled_kernels_the_networks_run_on_torch_nn(monkeypatch):
@@ -78,11 +79,12 @@ def test_without_the_compiled_kernels_the_networks_run_on_torch_nn(monkeypatch):
     net = Recurrent(30, "gru", embed_dim=6, hidden_size=5).double()
     ids, lengths = torch.randint(1, 30, (4, 8)), torch.tensor([8, 3, 5, 1])
     fast = net(ids, lengths)
-    monkeypatch.setattr(kernels, "compiled_ops", lambda: None)
-    assert not kernels.fast_path(net.rnn, torch.zeros(1, 1, 6, dtype=torch.double))
-    assert torch.allclose(net(ids, lengths), fast, atol=1e-12)
+    x = torch.zeros(1, 1, 6, dtype=torch.double)
     with kernels.torch_nn_layers():  # as FlopCounterMode and perf use it
-        assert not kernels.fast_path(net.rnn, torch.zeros(1, 1, 6, dtype=torch.double))
+        assert not kernels.fast_path(net.rnn, x)
+    monkeypatch.setattr(kernels, "compiled_ops", lambda: None)
+    assert not kernels.fast_path(net.rnn, x)
+    assert torch.allclose(net(ids, lengths), fast, atol=1e-12)
 
 
 def test_a_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
