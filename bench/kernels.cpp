@@ -1,9 +1,13 @@
-// The time loops of bench's SimpleRNN and GRU layers on the CPU; bench/kernels.py builds this file and holds the rest.
+// The time loops of bench's SimpleRNN and GRU layers on the CPU, and the matrix products around them;
+// bench/kernels.py builds this file and holds the rest.
 //
 // Tensors are time-major, (steps, batch, gates * hidden). Each thread runs the whole loop over its own rows of the
 // batch, so threads never wait for each other within a step. A step is one small product with the recurrent
-// weights (BLAS: MKL's, exported by libtorch) and one pass of gate arithmetic that the compiler vectorises
-// (`omp simd`). h holds the state before every step and after the last: h[0] = 0, h[t + 1] = the output of step t.
+// weights and one pass of gate arithmetic that the compiler vectorises (`omp simd`). h holds the state before
+// every step and after the last: h[0] = 0, h[t + 1] = the output of step t.
+//
+// Products: oneDNN's sgemm where kernels.py found its library (BENCH_ONEDNN), for on AMD's CPUs it runs at about
+// twice the speed of MKL's; MKL's otherwise, and always in float64 (oneDNN has none). libtorch exports MKL's.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -18,24 +22,42 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const float*, const int*, const float*, float*, const int*);
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
             const double*, const int*, const double*, double*, const int*);
+#ifdef BENCH_ONEDNN
+int dnnl_sgemm(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+               float*, int64_t);
+#endif
 }
 
 namespace {
 
 constexpr int64_t kMinRows = 8;  // fewer rows per thread cost more in the product's overhead than they save
 
-// c (m x n) += a (m x k) @ w^T, w (n x k), or a @ w, w (k x n); all row-major. BLAS is column-major: row-major
-// c = a b is column-major c^T = b^T a^T.
+// c (m x n) = a' b' + beta c, all row-major: a' is a (m x k), or a^T for ta (a: k x m); b' is b (k x n), or b^T
+// for tb (b: n x k).
 template <typename T>
-void add_product(bool transpose_w, int m, int n, int k, const T* a, const T* w, T* c) {
-  const char tw = transpose_w ? 'T' : 'N', ta = 'N';
-  const int ldw = transpose_w ? k : n;
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, const T* b, T beta, T* c) {
+  const int64_t lda = ta ? m : k, ldb = tb ? k : n;
+#ifdef BENCH_ONEDNN
+  if constexpr (std::is_same_v<T, float>) {
+    dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, a, lda, b, ldb, beta, c, n);
+    return;
+  }
+#endif
+  // BLAS is column-major: row-major c = a' b' is column-major c^T = b'^T a'^T.
+  const char cta = ta ? 'T' : 'N', ctb = tb ? 'T' : 'N';
+  const int cm = n, cn = m, ck = k, clda = lda, cldb = ldb;
   const T one = 1;
   if constexpr (std::is_same_v<T, float>) {
-    sgemm_(&tw, &ta, &n, &m, &k, &one, w, &ldw, a, &k, &one, c, &n);
+    sgemm_(&ctb, &cta, &cm, &cn, &ck, &one, b, &cldb, a, &clda, &beta, c, &cm);
   } else {
-    dgemm_(&tw, &ta, &n, &m, &k, &one, w, &ldw, a, &k, &one, c, &n);
+    dgemm_(&ctb, &cta, &cm, &cn, &ck, &one, b, &cldb, a, &clda, &beta, c, &cm);
   }
+}
+
+// c (m x n) += a (m x k) @ w^T, w (n x k), or a @ w, w (k x n).
+template <typename T>
+void add_product(bool transpose_w, int m, int n, int k, const T* a, const T* w, T* c) {
+  gemm<T>(false, transpose_w, m, n, k, a, w, T(1), c);
 }
 
 // Through exp, which the compiler vectorises. The clamps keep exp finite (-ffast-math assumes it is): beyond them
@@ -170,6 +192,19 @@ template <typename T> T* ptr(const at::Tensor& t) { return t.data_ptr<T>(); }
 
 #define BENCH_DISPATCH(x, ...) AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bench_kernels", __VA_ARGS__)
 
+// a @ b for 2-D tensors, each contiguous or the transpose of a contiguous one.
+at::Tensor mm_op(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0), "mm: expected matrices (m, k) and (k, n)");
+  const bool ta = !a.is_contiguous() && a.t().is_contiguous(), tb = !b.is_contiguous() && b.t().is_contiguous();
+  const auto a_ = ta ? a : a.contiguous(), b_ = tb ? b : b.contiguous();
+  check(ta ? a_.t() : a_, 2, "a"), check(tb ? b_.t() : b_, 2, "b");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "mm: a and b differ in dtype");
+  auto c = at::empty({a.size(0), b.size(1)}, a.options());
+  BENCH_DISPATCH(a, [&] { gemm<scalar_t>(ta, tb, a.size(0), b.size(1), a.size(1), ptr<scalar_t>(a_), ptr<scalar_t>(b_),
+                                         scalar_t(0), ptr<scalar_t>(c)); });
+  return c;
+}
+
 at::Tensor rnn_forward_op(const at::Tensor& u, const at::Tensor& w) {
   check(u, 3, "u"), check(w, 2, "w_hh");
   const int64_t steps = u.size(0), batch = u.size(1), hid = u.size(2);
@@ -212,6 +247,7 @@ std::tuple<at::Tensor, at::Tensor> gru_backward_op(const at::Tensor& grad, const
 }  // namespace
 
 TORCH_LIBRARY(bench_kernels, m) {
+  m.def("mm(Tensor a, Tensor b) -> Tensor", mm_op);
   m.def("rnn_forward(Tensor u, Tensor w_hh) -> Tensor", rnn_forward_op);
   m.def("rnn_backward(Tensor grad, Tensor h, Tensor w_hh) -> Tensor", rnn_backward_op);
   m.def("gru_forward(Tensor xw, Tensor w_hh, Tensor b_hh) -> (Tensor, Tensor, Tensor)", gru_forward_op);

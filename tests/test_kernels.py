@@ -35,10 +35,10 @@ def test_layers_match_torch_nn(cell, num_layers):
 def test_explicit_backward_passes_gradcheck(cell):
     torch.manual_seed(0)
     _, gates, layer = CELLS[cell]
-    pre = torch.randn(6, 3, 3 * gates, dtype=torch.double, requires_grad=True)
-    w_hh = (0.5 * torch.randn(3 * gates, 3, dtype=torch.double)).requires_grad_()
-    b_hh = torch.randn(3 * gates, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(layer.apply, (pre, w_hh, b_hh) if cell == "gru" else (pre, w_hh))
+    x = torch.randn(6, 3, 2, dtype=torch.double, requires_grad=True)
+    w_ih, w_hh = ((0.5 * torch.randn(3 * gates, n, dtype=torch.double)).requires_grad_() for n in (2, 3))
+    b_ih, b_hh = (torch.randn(3 * gates, dtype=torch.double, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(layer.apply, (x, w_ih, w_hh, b_ih, b_hh))
 
 
 @pytest.mark.parametrize("cell", [*CELLS, "lstm"])
