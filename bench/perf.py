@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import numpy as np
@@ -128,12 +129,16 @@ class TrainingBench:
                              DEFAULTS["grad_clip"], epochs)
 
     def flops_per_token(self) -> float:
-        ids, lengths, _ = next(iter(bench_data.loader(self.train, DEFAULTS["batch_size"], shuffle=True)))
+        texts = subset(self.full.train, PROBE_TEXTS)  # the same batch for every architecture
+        ids, lengths, _ = next(iter(bench_data.loader(texts, DEFAULTS["batch_size"], shuffle=True, seed=self.cfg.seed)))
         return training_flops_per_token(self.fresh_network(), ids, lengths)
 
     def harness(self) -> float:
         study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(self.cfg, "imdb"))
-        study.optimize(lambda trial: sweep.objective(trial, self.ctx), n_trials=1)
+        # A trial ends by handing its freed memory back to the OS (the sweep's trials differ in size); here the pass
+        # after it would pay to fault that memory back in, so perf's trials keep it, as its bare passes do.
+        with mock.patch.object(sweep, "release_freed_memory", lambda: None):
+            study.optimize(lambda trial: sweep.objective(trial, self.ctx), n_trials=1)
         run_id = study.trials[0].user_attrs["mlflow_run_id"]
         return sum(m.value for m in self.client.get_metric_history(run_id, "train/epoch_time_s"))
 
@@ -248,16 +253,22 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
     return lines, ratios
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """This machine's float32 matrix-multiply speed: the median of `repeats` products of two size x size
-    matrices, after one warm-up."""
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """This machine's float32 matrix-multiply speed by each library at hand, torch's (MKL on x86) and
+    bench/kernels.py's: the median of `repeats` products of two size x size matrices, after one warm-up."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times[1:]) / 1e9
+    products = {"torch.mm": torch.mm}
+    if kernels.compiled_ops() is not None:
+        products["bench/kernels.py"] = kernels.compiled_ops().mm
+    speeds = {}
+    for name, product in products.items():
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            product(a, b)
+            times.append(time.perf_counter() - start)
+        speeds[name] = 2 * size**3 / statistics.median(times[1:]) / 1e9
+    return speeds
 
 
 def arithmetic_table(results: list[dict], peak_gflops: float) -> tuple[list[str], dict]:
@@ -353,26 +364,28 @@ def training_method(args: argparse.Namespace) -> str:
     )
 
 
-def arithmetic_method(peak_gflops: float) -> str:
+def arithmetic_method(matmul: dict[str, float]) -> str:
     """What the arithmetic table's columns measure."""
+    speeds = " and ".join(f"{name}'s {gflops:.0f}" for name, gflops in matmul.items())
     return (
         "_train MFLOP / token_: a training step's floating-point operations (forward, loss, backward) per real token, "
-        "counted by PyTorch's FlopCounterMode on a training batch (matrix multiplications only: averaging's "
-        "embedding means are not counted). _bare GFLOP/s_: that count times the bare loop's tokens/s; "
-        f"_% of matmul peak_: against this machine's float32 matrix multiply, {peak_gflops:.0f} GFLOP/s (a "
-        "2048 x 2048 product). _tokens/s / lstm's_: median (min-max) of the ratio within each repetition, where "
-        "the architecture's bare pass and a bare lstm pass over the same texts run back to back (in alternating "
-        "order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio its arithmetic alone "
-        "would give. _tokens/s / on torch.nn's layers_: against the same bare pass with torch.nn's SimpleRNN and "
-        "GRU layers in place of `bench/kernels.py`'s, one pass apart in each repetition (lstm and bilstm run "
-        "torch.nn's LSTM, oneDNN's fused kernel, either way)."
+        "counted by PyTorch's FlopCounterMode on one training batch, the same for every architecture (matrix "
+        "multiplications only: averaging's embedding means are not counted). _bare GFLOP/s_: that count times the "
+        "bare loop's tokens/s; _% of matmul peak_: against this machine's float32 matrix multiply, the faster of "
+        f"{speeds} GFLOP/s (a 2048 x 2048 product; bench/kernels.py multiplies with oneDNN's sgemm where the "
+        "onednn-cpu-gomp package is installed, MKL's otherwise). _tokens/s / lstm's_: median (min-max) of the ratio "
+        "within each repetition, where the architecture's bare pass and a bare lstm pass over the same texts run back "
+        "to back (in alternating order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio "
+        "its arithmetic alone would give. _tokens/s / on torch.nn's layers_: against the same bare pass with "
+        "torch.nn's SimpleRNN and GRU layers in place of `bench/kernels.py`'s, one pass apart in each repetition "
+        "(lstm and bilstm run torch.nn's LSTM, oneDNN's fused kernel, either way)."
     )
 
 
 def render_report(args: argparse.Namespace, command: str, minutes: float, results: list[dict], loads: dict,
-                  peak_gflops: float) -> str:
+                  matmul: dict[str, float]) -> str:
     table, ratios = training_table(results)
-    arithmetic, to_reference = arithmetic_table(results, peak_gflops)
+    arithmetic, to_reference = arithmetic_table(results, max(matmul.values()))
     lines = [
         "# Speed benchmark",
         "",
@@ -391,7 +404,7 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         "",
         "## Arithmetic",
         "",
-        arithmetic_method(peak_gflops),
+        arithmetic_method(matmul),
         "",
         *arithmetic,
         "",
@@ -426,14 +439,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    peak_gflops = matmul_gflops()
+    matmul = matmul_gflops()
     loads = measure_loads(args.datasets, args.load_repeats)
     measure_load("imdb")  # fills the runtime folder's cache that the training processes read; not timed
     results = [child(["--child-train", arch, "--pass-seconds", str(args.pass_seconds),
                       "--repeats", str(args.repeats)])
                for arch in args.architectures]
     command = " ".join(["python -m bench.perf", *(sys.argv[1:] if argv is None else argv)])
-    text = render_report(args, command, (time.perf_counter() - started) / 60, results, loads, peak_gflops)
+    text = render_report(args, command, (time.perf_counter() - started) / 60, results, loads, matmul)
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
