@@ -1,6 +1,12 @@
 """kernels.py's layers compute what torch.nn's do: outputs and gradients in float64, stacked, bidirectional and
 padded; and without the compiled kernels the networks still run, on torch.nn's layers."""
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -110,3 +116,29 @@ def test_saturated_gates_stay_finite(dtype):
                     p.copy_(extremes.repeat(cell[1]))
         x = torch.zeros(16, 3, 1, dtype=dtype)  # 16 rows: a share for each thread
         assert torch.allclose(kernels.run_layers(rnn, x), rnn(x)[0], atol=1e-6)
+
+
+def test_products_are_onednns_where_its_package_is_installed():
+    if kernels._onednn_library() is None:
+        pytest.skip("the onednn-cpu-gomp package is not installed here: kernels.py multiplies with MKL")
+    assert kernels.compiled_ops() is not None
+    assert "libdnnl.so" in Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.slow
+def test_without_onednn_the_kernels_multiply_with_mkl_and_agree(tmp_path):
+    """Built without oneDNN (its package missing) the layers still compute what torch.nn's do. In a process of its
+    own: a second build of the kernels cannot be loaded beside the first."""
+    check = textwrap.dedent("""
+        import torch
+        from bench import kernels
+        kernels._onednn_library = lambda: None
+        torch.manual_seed(0)
+        x = torch.randn(64, 20, 8)  # 64 rows: every thread has a share
+        for rnn in (torch.nn.RNN(8, 16, 2, batch_first=True), torch.nn.GRU(8, 16, 2, batch_first=True)):
+            assert kernels.fast_path(rnn, x)
+            assert torch.allclose(kernels.run_layers(rnn, x), rnn(x)[0], atol=1e-5)
+        assert "libdnnl.so" not in open("/proc/self/maps").read()
+    """)
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=600)
