@@ -131,12 +131,17 @@ class Recurrent(nn.Module):
         rows = torch.arange(ids.shape[0], device=ids.device)
         lengths = lengths.to(ids.device)
         last = lengths - 1
+        # Embeddings are looked up time-major, the layout the recurrent layers compute in, and handed to them as
+        # batch-first views; states are read through time-major views, so that their gradient is time-major too.
+        # Neither way is a tensor copied between layouts.
         if not self.bidirectional:
-            x = self.dropout(self.embedding(ids))
-            return self.head(self.dropout(run(self.rnn, x, lengths)[rows, last])).squeeze(-1)
+            x = self.dropout(self.embedding(ids.t())).transpose(0, 1)
+            state = run(self.rnn, x, lengths).transpose(0, 1)[last, rows]
+            return self.head(self.dropout(state)).squeeze(-1)
         # The backward RNN reads each text's tokens reversed: its first layer's input is looked up reversed, cheaper
         # than reversing the embeddings. out_back: its outputs, in the order it reads the tokens.
-        x, x_back = self.dropout(self.embedding(torch.cat([ids, reverse_within_length(ids, lengths)]))).chunk(2)
+        both = torch.stack([ids.t(), reverse_within_length(ids, lengths).t()])
+        x, x_back = self.dropout(self.embedding(both)).transpose(1, 2).unbind(0)
         out_fwd = out_back = None
         for fwd, bwd in zip(self.forward_layers, self.backward_layers):
             if out_fwd is not None:  # a layer above the first reads both directions' outputs at each token
@@ -144,7 +149,7 @@ class Recurrent(nn.Module):
                 x_back = reverse_within_length(x, lengths)
             out_fwd, out_back = run(fwd, x, lengths), run(bwd, x_back, lengths)
         # The forward RNN's state at the last real token, the backward one's at the first (its own last step).
-        state = torch.cat([out_fwd[rows, last], out_back[rows, last]], dim=-1)
+        state = torch.cat([out_fwd.transpose(0, 1)[last, rows], out_back.transpose(0, 1)[last, rows]], dim=-1)
         return self.head(self.dropout(state)).squeeze(-1)
 
     @staticmethod

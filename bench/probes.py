@@ -295,7 +295,9 @@ def gradient_norms(network: torch.nn.Module, gradient: GradientSet) -> np.ndarra
         hook.remove()
     distances = torch.arange(gradient.max_distance + 1)
     positions = lengths[:, None] - 1 - distances[None, :]  # every text is longer than max_distance
-    norms = grad.norm(dim=-1).gather(1, positions)
+    # The recurrent networks look their tokens up time-major, bilstm's two reading orders stacked: ([2,] T, B, E).
+    norms = grad.norm(dim=-1)
+    norms = (norms[0] if norms.dim() == 3 else norms).t().gather(1, positions)  # the forward reading's, (B, T)
     return norms.mean(dim=0).double().numpy()
 
 
