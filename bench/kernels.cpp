@@ -6,8 +6,8 @@
 // weights and one pass of gate arithmetic that the compiler vectorises (`omp simd`). h holds the state before
 // every step and after the last: h[0] = 0, h[t + 1] = the output of step t.
 //
-// Products: oneDNN's sgemm where kernels.py found its library (BENCH_ONEDNN), for on AMD's CPUs it runs at about
-// twice the speed of MKL's; MKL's otherwise, and always in float64 (oneDNN has none). libtorch exports MKL's.
+// Products: oneDNN's sgemm where kernels.py found its library (BENCH_ONEDNN), for on AMD's CPUs it is far faster
+// than MKL's (docs/performance.md); MKL's otherwise, and always in float64 (oneDNN has none). libtorch exports MKL's.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

@@ -6,8 +6,8 @@ How (docs/performance.md has the figures):
 - the input projections of every time step are one matrix multiply before the loop, the weight gradients one after
   it: only `h @ W_hh` and the gate arithmetic stay in the loop;
 - the loops are C++ (kernels.cpp), built on first use by torch.utils.cpp_extension into torch's extension cache;
-- the products are oneDNN's sgemm (the onednn-cpu-gomp package) where it is installed: on AMD's CPUs it runs at
-  about twice the speed of the MKL inside torch, which multiplies otherwise.
+- the products are oneDNN's sgemm (the onednn-cpu-gomp package) where it is installed: on AMD's CPUs it is far
+  faster than the MKL inside torch, which multiplies otherwise (docs/performance.md).
 Where the C++ cannot be built (no compiler), torch.nn's layers run instead: the same results, slower.
 """
 
