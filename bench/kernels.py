@@ -1,6 +1,6 @@
-"""SimpleRNN and GRU layers for the CPU that run as fast as their arithmetic allows: the same parameters, outputs and
-gradients as torch.nn.RNN (tanh) and torch.nn.GRU, whose CPU kernels take a slow per-step path. nn.LSTM keeps
-oneDNN's fused kernel, which runs at about the machine's matrix-multiply speed; on a GPU bench keeps cuDNN's layers.
+"""SimpleRNN and GRU layers for the CPU that run about as close to the machine's limit as nn.LSTM's oneDNN kernel
+does: the same parameters, outputs and gradients as torch.nn.RNN (tanh) and torch.nn.GRU, whose CPU kernels take a
+slow per-step path. nn.LSTM keeps oneDNN's kernel; on a GPU bench keeps cuDNN's layers.
 
 How (docs/performance.md has the figures):
 - the input projections of every time step are one matrix multiply before the loop, the weight gradients one after
