@@ -29,8 +29,10 @@ from pydantic import (
 
 from bench.runtime import UserError
 
-# Hyperparameters of the training loop; every other searched name must be an argument of the network.
-TRAINING_PARAMS = {"lr", "weight_decay", "batch_size", "grad_clip"}
+# Hyperparameters of the training loop and their defaults; every other searched name must be an argument of the
+# network, whose defaults are its constructor's.
+TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
+TRAINING_PARAMS = set(TRAINING_DEFAULTS)
 
 
 class ConfigError(UserError, ValueError):

@@ -8,6 +8,8 @@ SimpleRNN and GRU.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -175,6 +177,12 @@ RECURRENT = {"simple_rnn": _recurrent("rnn"), "gru": _recurrent("gru"), "lstm": 
 # Every architecture by name, in the order reports list them: a constructor taking vocab_size and its searchable
 # arguments.
 ARCHITECTURES = {"averaging": Averaging, "bag_concat": BagConcat, **RECURRENT}
+
+
+def network_defaults(architecture: str) -> dict:
+    """The default of each of the architecture's searchable arguments (its constructor's)."""
+    parameters = inspect.signature(ARCHITECTURES[architecture]).parameters
+    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 def build_network(architecture: str, vocab_size: int, **params) -> nn.Module:

@@ -42,7 +42,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import data as bench_data
 from bench import kernels, sweep
-from bench.config import load_config
+from bench.config import TRAINING_DEFAULTS, load_config
 from bench.coordination import Keys
 from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
 from bench.module import training_flops_per_token
@@ -50,7 +50,7 @@ from bench.runtime import keep_freed_memory, quiet_libraries
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
 # The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
-DEFAULTS = {**sweep.TRAINING_DEFAULTS, "grad_clip": 1.0}
+DEFAULTS = {**TRAINING_DEFAULTS, "grad_clip": 1.0}
 PROBE_TEXTS = 1024  # the pass that sizes the timed passes; the fewest texts a timed pass covers
 NAIVE_TEXTS = 256  # the naive baseline is an order of magnitude slower: a fixed slice keeps it affordable
 REFERENCE = "lstm"  # every architecture's speed is also given as a ratio to this one's, measured in pairs

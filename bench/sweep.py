@@ -42,9 +42,17 @@ from sqlalchemy.engine import make_url
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
 from bench import data as bench_data
-from bench.config import TRAINING_PARAMS, CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig
+from bench.config import (
+    TRAINING_DEFAULTS,
+    TRAINING_PARAMS,
+    CategoricalParam,
+    ConfigError,
+    FloatParam,
+    IntParam,
+    SweepConfig,
+)
 from bench.coordination import Keys
-from bench.models import build_network
+from bench.models import build_network, network_defaults
 from bench.module import ClassifierModule, training_loader
 from bench.runtime import (
     UserError,
@@ -64,7 +72,7 @@ with warnings.catch_warnings():  # RetryHeartbeatStaleTrialCallback is marked ex
     RETRY_KILLED = RetryHeartbeatStaleTrialCallback(max_retry=2)
 CHECKPOINT = "checkpoint.pt"  # the artifact of a trial's run that holds its best weights, when it was the best so far
 REPLICATE_SEEDS = 1_000_000  # replicate r trains with seed + this + r: no trial's seed (seed + trial number)
-TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
+CONFIG_ATTR = "config"  # the trial user attribute holding its complete configuration: what its replicates train
 
 
 def log(message: str) -> None:
@@ -237,13 +245,35 @@ def objective(trial: optuna.Trial, ctx: StudyContext, taken=lambda: None) -> flo
     """Suggest, open the trial's run, fit with the pruning callback, keep the model if it is the best so far.
     `taken` is called first: the trial has left the queue."""
     taken()
-    params = suggest(trial, ctx.cfg.space_for(ctx.arch, ctx.dataset))
+    params = trial_config(trial, ctx)
     with trial_run(trial, ctx, params) as run_id:
         module = fit_trial(trial, ctx, params, run_id)
     value = float(module.val_acc_best.compute())
     if _matches_best(trial.study, value):
         keep_checkpoint(trial, ctx, module, params, run_id)
     return value
+
+
+def trial_config(trial: optuna.Trial, ctx: StudyContext) -> dict:
+    """The trial's complete configuration, recorded on the trial before it trains: its suggested and fixed values,
+    every default filled in. Optuna's own `params` hold the suggested values only."""
+    config = resolved_config(ctx.arch, suggest(trial, ctx.cfg.space_for(ctx.arch, ctx.dataset)))
+    trial.set_user_attr(CONFIG_ATTR, config)
+    return config
+
+
+def resolved_config(arch: str, params: dict) -> dict:
+    """`params` with the training loop's and the network's defaults filled in."""
+    return {**TRAINING_DEFAULTS, **network_defaults(arch), **params}
+
+
+def recorded_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+    """The configuration the trial trained, as it recorded it."""
+    if CONFIG_ATTR not in trial.user_attrs:
+        raise UserError(f"study {study.study_name}: trial {trial.number} recorded no configuration (its store "
+                        "predates bench recording one), so nothing can retrain it exactly; run the sweep afresh "
+                        "under another name or BENCH_HOME")
+    return trial.user_attrs[CONFIG_ATTR]
 
 
 def split_params(params: dict) -> tuple[dict, dict]:
@@ -467,28 +497,29 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> None:
         best = study.best_trial
         if study.user_attrs.get("test_trial") == best.number:
             return
+        config = recorded_config(study, best)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = Path(ctx.client.download_artifacts(best.user_attrs["mlflow_run_id"], CHECKPOINT, folder))
             network, _, _ = load_checkpoint(checkpoint)
             metrics = evaluate(ctx, network, ctx.parent_run_id)
             with mlflow.start_run(run_id=ctx.parent_run_id):
                 log_mlflow_model(checkpoint)
-        log_best(ctx, best, network)
+        log_best(ctx, best, config, network)
         study.set_user_attr("test_metrics", metrics)
         study.set_user_attr("test_trial", best.number)
     log(f"{ctx.prefix} best trial {best.number}: val/acc {best.value:.4f}, "
         f"test/acc {metrics['test/acc']:.4f} on {len(ctx.data.test)} test texts")
 
 
-def log_best(ctx: StudyContext, best: optuna.trial.FrozenTrial, network: torch.nn.Module) -> None:
-    """The best trial's number, run, parameters, validation accuracy and inference speed, on the study's run."""
+def log_best(ctx: StudyContext, best: optuna.trial.FrozenTrial, config: dict, network: torch.nn.Module) -> None:
+    """The best trial's number, run, configuration, validation accuracy and inference speed, on the study's run."""
     run_id = ctx.parent_run_id
     test_loader = bench_data.loader(ctx.data.test, 512, shuffle=False)
     log_metrics(ctx.client, run_id, {"test/ms_per_1k_texts": inference_ms_per_1k(network, test_loader,
                                                                                  len(ctx.data.test)),
                                      "val/acc_best": best.value})
     # Tags, not params: a resumed study with a larger budget may find a new best, and params are immutable.
-    for name, value in best.params.items():
+    for name, value in config.items():
         ctx.client.set_tag(run_id, f"best/{name}", str(value))
     ctx.client.set_tag(run_id, "best_trial", str(best.number))
     ctx.client.set_tag(run_id, "best_trial_run_id", best.user_attrs.get("mlflow_run_id", ""))
@@ -521,14 +552,16 @@ def replicates_left(ctx: StudyContext, study: optuna.Study) -> list[int]:
 
 
 def run_replicate(ctx: StudyContext, study: optuna.Study, r: int) -> None:
+    """Retrain the best trial's recorded configuration, only the seed changed."""
     best = study.best_trial
+    config = recorded_config(study, best)
     tags = {"replicate": str(r), "replicate_of_trial": str(best.number)}
     try:
-        with child_run(ctx, f"replicate-{r}", tags, best.params) as run_id:
-            module = fit_network(ctx, best.params, run_id, ctx.cfg.seed + REPLICATE_SEEDS + r, [], f"replicate {r}")
+        with child_run(ctx, f"replicate-{r}", tags, config) as run_id:
+            module = fit_network(ctx, config, run_id, ctx.cfg.seed + REPLICATE_SEEDS + r, [], f"replicate {r}")
             module.restore_best()
             accuracy = evaluate(ctx, module.network, run_id)["test/acc"]
-            log_checkpoint(ctx, module.network, best.params, run_id)  # what the probes load
+            log_checkpoint(ctx, module.network, config, run_id)  # what the probes load
     except Exception as error:  # recorded on its run, as a failed trial is; the next start tries it again
         log(f"{ctx.prefix} replicate {r + 1}/{ctx.cfg.study.replicates} FAIL ({error_message(error)})")
         return

@@ -106,6 +106,15 @@ def test_replicates_are_tested_kept_and_resumed(runtime, tiny_sweep, tmp_path):
     assert "### IMDB test (120 rows)" in report and "| `averaging` | 2 |" in report and "| 2/0/0 |" in report
     assert "| IMDB | 70.00 | `averaging` |" in report  # time to the target validation accuracy, over the seeds
 
+    # Each replicate trains its trial's configuration: every logged parameter, n_params included, is the trial's.
+    study_run = client.get_run(first["0"].data.tags[MLFLOW_PARENT_RUN_ID])
+    trial_params = client.get_run(study_run.data.tags["best_trial_run_id"]).data.params
+    assert trial_params["batch_size"] == "32" and trial_params["embed_dim"] == "8"  # the sweep's fixed values
+    for replicate in first.values():
+        assert replicate.data.params == trial_params
+    assert {k: v for k, v in study_run.data.tags.items() if k.startswith("best/")} == {
+        f"best/{k}": v for k, v in trial_params.items() if k != "n_params"}
+
     # A larger count adds only the missing replicate: finished ones are kept, not rerun.
     assert main(["sweep", str(tiny_sweep), "study.replicates=3", *reports]) == 0
     _, second = replicate_runs()

@@ -1,11 +1,21 @@
-"""The trial life cycle: pruned and failed trials are recorded as such and the sweep goes on."""
+"""The trial life cycle: pruned and failed trials are recorded as such and the sweep goes on; a replicate retrains
+exactly its trial's configuration."""
+
+import contextlib
+import functools
+import types
+from pathlib import Path
 
 import optuna
+import pytest
 import torch
 from optuna.trial import TrialState
 
 from bench import sweep
 from bench.config import load_config
+from bench.runtime import UserError
+
+SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
 
 
 def study_of(cfg, arch="averaging"):
@@ -53,3 +63,48 @@ def test_a_trial_is_never_pruned_after_its_last_epoch():
     assert trial.should_prune()  # below the threshold before the last epoch
     trial.report(0.5, step=1)
     assert not trial.should_prune()  # the last epoch is done: the trial is complete
+
+
+class TrainedConfigs:
+    """Stands in for training: records each configuration fit_network is given and its network's size."""
+
+    def __init__(self):
+        self.trained = []
+
+    def fit_network(self, ctx, params, run_id, seed, callbacks, label):
+        network = sweep.build_network(ctx.arch, ctx.data.vocab_size, **sweep.split_params(params)[1])
+        self.trained.append((sweep.split_params(params), sum(p.numel() for p in network.parameters())))
+        return types.SimpleNamespace(val_acc_best=types.SimpleNamespace(compute=lambda: 0.5), network=network,
+                                     restore_best=lambda: None)
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_a_replicate_trains_exactly_its_trials_configuration(config, monkeypatch):
+    """For every study of every shipped sweep: the training settings (batch size, clipping, learning rate, ...), the
+    network's arguments and its parameter count that a replicate trains equal those its trial trained."""
+    fake = TrainedConfigs()
+    run = contextlib.contextmanager(lambda *args: (yield "run"))
+    monkeypatch.setattr(sweep, "fit_network", fake.fit_network)
+    for name in ("trial_run", "child_run"):
+        monkeypatch.setattr(sweep, name, run)
+    monkeypatch.setattr(sweep, "keep_checkpoint", lambda *args: None)
+    monkeypatch.setattr(sweep, "log_checkpoint", lambda *args: None)
+    monkeypatch.setattr(sweep, "evaluate", lambda *args: {"test/acc": 0.5})
+    cfg = load_config(config)
+    for dataset in cfg.datasets:
+        for arch in cfg.architectures:
+            ctx = sweep.StudyContext(cfg, dataset, arch, types.SimpleNamespace(vocab_size=50), None, "", "", None)
+            study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+            study.optimize(functools.partial(sweep.objective, ctx=ctx), n_trials=1)
+            study.set_user_attr("test_trial", study.best_trial.number)
+            sweep.run_replicate(ctx, study, 0)
+            trial, replicate = fake.trained[-2:]
+            assert replicate == trial, f"{config.name}: {dataset}/{arch}"
+
+
+def test_a_trial_without_a_recorded_configuration_is_not_replicated():
+    study = optuna.create_study(study_name="old/imdb/gru")
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions={
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)}, value=0.5))
+    with pytest.raises(UserError, match="old/imdb/gru: trial 0 recorded no configuration"):
+        sweep.recorded_config(study, study.best_trial)
