@@ -64,8 +64,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: needs at least 1")
     from bench.report import write_report
-    from bench.runtime import quiet_libraries
+    from bench.runtime import flush_denormals, quiet_libraries
 
+    flush_denormals()  # the probes run in this process
     quiet_libraries()
     failed = []
     if args.workers == 1:
@@ -88,9 +89,10 @@ def sweep_command(args: argparse.Namespace) -> int:
 def worker_command(args: argparse.Namespace) -> None:
     """One worker of the sweep: does what is left and not being done by another."""
     cfg = load_config(args.config, args.overrides)
-    from bench.runtime import keep_freed_memory, quiet_libraries, use_thread_share
+    from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries, use_thread_share
     from bench.sweep import run_sweep
 
+    flush_denormals()
     keep_freed_memory()
     quiet_libraries()
     use_thread_share()
@@ -124,8 +126,9 @@ def report_command(args: argparse.Namespace) -> None:
 def probe_command(args: argparse.Namespace) -> None:
     from bench.probes import config_of_sweep, run_probes
     from bench.report import write_report
-    from bench.runtime import quiet_libraries
+    from bench.runtime import flush_denormals, quiet_libraries
 
+    flush_denormals()
     quiet_libraries()
     if is_config_path(args.sweep):
         cfg = load_config(args.sweep, args.overrides)

@@ -46,7 +46,7 @@ from bench.config import TRAINING_DEFAULTS, load_config
 from bench.coordination import Keys
 from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
 from bench.module import training_flops_per_token
-from bench.runtime import keep_freed_memory, quiet_libraries
+from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
 # The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
@@ -427,7 +427,8 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    keep_freed_memory()  # as the sweep does
+    flush_denormals()  # as the sweep does
+    keep_freed_memory()
     quiet_libraries()
     kernels.compiled_ops()  # built before any pass is timed
     if args.child_train:

@@ -100,6 +100,15 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def flush_denormals() -> None:
+    """Treat subnormal floats as zero, in every process that trains or predicts: Intel cores pay up to ~100x per
+    operation on them (a recurrent network's gates produce many), AMD's little (docs/performance.md). Called before
+    torch starts its threads, which inherit the setting."""
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def quiet_libraries() -> None:
     """Lightning's, Optuna's and MLflow's per-trial chatter would drown the progress lines."""
     import optuna

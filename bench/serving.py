@@ -13,6 +13,7 @@ from tokenizers import Tokenizer
 
 from bench.data import encode_texts
 from bench.models import build_network
+from bench.runtime import flush_denormals
 
 
 def save_checkpoint(path: Path, architecture: str, network_params: dict, network: torch.nn.Module,
@@ -74,6 +75,7 @@ class RawTextModel(mlflow.pyfunc.PythonModel):
     out."""
 
     def load_context(self, context):
+        flush_denormals()  # a served model's process is not started by bench's CLI
         self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
 
     # The type hint also tells MLflow not to infer a schema from it (it warns on a predict without hints).
