@@ -35,6 +35,12 @@ TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_cl
 TRAINING_PARAMS = set(TRAINING_DEFAULTS)
 
 
+def split_params(params: dict) -> tuple[dict, dict]:
+    """A trial's parameters as (training loop's, with defaults filled in; network's)."""
+    training = {**TRAINING_DEFAULTS, **{k: v for k, v in params.items() if k in TRAINING_PARAMS}}
+    return training, {k: v for k, v in params.items() if k not in TRAINING_PARAMS}
+
+
 class ConfigError(UserError, ValueError):
     pass
 

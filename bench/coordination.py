@@ -56,3 +56,8 @@ class Keys:
                 yield release
             finally:
                 release()
+
+    def is_held(self, key: str) -> bool:
+        """Whether another worker holds `key` now."""
+        with self.hold(key, wait=False) as free:
+            return free is None

@@ -396,10 +396,3 @@ def loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0,
     # batch_size=None: the sampler yields whole batches (or groups), which Batches pads in one go.
     return torch.utils.data.DataLoader(Batches(split), sampler=sampler, batch_size=None,
                                        pin_memory=torch.cuda.is_available())
-
-
-def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw texts to a padded batch (ids, lengths), for prediction."""
-    split = encode(tokenizer, list(texts), np.zeros(len(texts), dtype=np.int64))
-    ids, lengths, _ = Batches(split)[np.arange(len(split))]
-    return ids, lengths

@@ -47,10 +47,15 @@ def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: tor
     return counter.get_total_flops() / float(lengths.sum())
 
 
+def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # fused: one kernel over all parameters, much faster over large embedding tables on CPU too.
+    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+
 class ClassifierModule(L.LightningModule):
     """Trains, validates and tests one network; keeps the weights of its best validation epoch."""
 
-    def __init__(self, network: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, grad_clip: float | None = None):
+    def __init__(self, network: nn.Module, lr: float, weight_decay: float, grad_clip: float | None):
         super().__init__()
         self.network = network
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
@@ -170,5 +175,4 @@ class ClassifierModule(L.LightningModule):
             self.network.load_state_dict(self.best_state)
 
     def configure_optimizers(self):
-        # fused: one kernel over all parameters, much faster over large embedding tables on CPU too.
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
+        return make_optimizer(self.network, self.lr, self.weight_decay)

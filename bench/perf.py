@@ -2,7 +2,7 @@
 
 Training, for each architecture at its default hyperparameters on the same IMDB training texts (a slice, or all
 of them for several epochs, about `--pass-seconds` of bare training):
-  harness  the sweep's own trial code (`sweep.objective`: Lightning Trainer, MLflow logging, pruning callback),
+  harness  the sweep's own trial code (`bench.trial.objective`: Lightning Trainer, MLflow logging, pruning callback),
            timed by the module over the training part of its epochs, as the sweep logs it
   bare     a plain PyTorch loop: the same network, optimiser, clipping and batches
   naive    the textbook baseline: random batches padded to max_len, recurrent layers over pack_padded_sequence
@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import mlflow
 import numpy as np
@@ -41,12 +40,16 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench import data as bench_data
-from bench import kernels, sweep
+from bench import kernels, search, tracking
 from bench.config import TRAINING_DEFAULTS, load_config
+from bench.context import StudyContext, SweepContext
 from bench.coordination import Keys
+from bench.evaluation import inference_ms_per_1k
 from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
-from bench.module import training_flops_per_token
+from bench.module import make_optimizer, training_flops_per_token
+from bench.provenance import cpu_model, device_description
 from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
+from bench.trial import objective
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
 # The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
@@ -71,7 +74,7 @@ def naive_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Te
 
 def train_seconds(network, batches, forward, lr: float, grad_clip: float, epochs: int = 1) -> float:
     """Plain PyTorch training over `batches`, `epochs` times, as the harness trains (AdamW fused, clipping)."""
-    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0, fused=True)
+    optimizer = make_optimizer(network, lr, weight_decay=0.0)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     network.train()
     start = time.perf_counter()
@@ -106,9 +109,10 @@ class TrainingBench:
                                          subset(self.full.test, 2000), self.full.stats)
         mlflow.set_tracking_uri(cfg.tracking_uri)
         self.client = MlflowClient(cfg.tracking_uri)
-        experiment_id = sweep.experiment_id_of(self.client, cfg)
+        experiment_id = tracking.experiment_id_of(self.client, cfg)
         parent = self.client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
-        self.ctx = sweep.StudyContext(cfg, "imdb", arch, data, self.client, experiment_id, parent, Keys("sqlite://"))
+        sweep = SweepContext(cfg, self.client, experiment_id, Keys("sqlite://"))
+        self.ctx = StudyContext(sweep, "imdb", arch, data, parent)
 
     def _size_passes(self, pass_seconds: float) -> tuple[bench_data.Split, int]:
         """A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
@@ -134,11 +138,8 @@ class TrainingBench:
         return training_flops_per_token(self.fresh_network(), ids, lengths)
 
     def harness(self) -> float:
-        study = optuna.create_study(direction="maximize", pruner=sweep.make_pruner(self.cfg, "imdb"))
-        # A trial ends by handing its freed memory back to the OS (the sweep's trials differ in size); here the pass
-        # after it would pay to fault that memory back in, so perf's trials keep it, as its bare passes do.
-        with mock.patch.object(sweep, "release_freed_memory", lambda: None):
-            study.optimize(lambda trial: sweep.objective(trial, self.ctx), n_trials=1)
+        study = optuna.create_study(direction="maximize", pruner=search.make_pruner(self.cfg, "imdb"))
+        study.optimize(lambda trial: objective(trial, self.ctx), n_trials=1)
         run_id = study.trials[0].user_attrs["mlflow_run_id"]
         return sum(m.value for m in self.client.get_metric_history(run_id, "train/epoch_time_s"))
 
@@ -151,7 +152,7 @@ class TrainingBench:
 
     def latency(self) -> float:
         test = self.ctx.data.test
-        return sweep.inference_ms_per_1k(self.fresh_network(), bench_data.loader(test, 512, shuffle=False), len(test))
+        return inference_ms_per_1k(self.fresh_network(), bench_data.loader(test, 512, shuffle=False), len(test))
 
     def bare_on_torch_nn(self) -> float:
         with kernels.torch_nn_layers():
@@ -219,7 +220,7 @@ def median_spread(values: list[float], digits: int = 0) -> str:
 
 def machine() -> str:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    return (f"{sweep.cpu_model()}, {os.cpu_count()} cores, GPU: {gpu}; device measured: {sweep.device_description()}; "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, GPU: {gpu}; device measured: {device_description()}; "
             f"python {platform.python_version()}, torch {torch.__version__}")
 
 

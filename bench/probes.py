@@ -7,7 +7,7 @@
 
 `bench probe NAME` runs them on each study's best model and its replicates, loaded from the MLflow store. The
 results are metrics of each model's run (their steps: the filler's length, or the distance), the probe sets
-artifacts of the study's run; probe_report.py turns them into the report's "Probes" section.
+artifacts of the study's run; bench/report/probes.py turns them into the report's "Probes" section.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from bench import data as bench_data
 from bench.config import SweepConfig
 from bench.data import UNK_ID, EncodedDataset, Split
 from bench.models import RECURRENT, build_network
-from bench.runtime import UserError, redacted
-from bench.serving import load_checkpoint
-from bench.sweep import CHECKPOINT, log, predict_probabilities
+from bench.runtime import UserError, log, redacted
+from bench.serving import load_checkpoint, predict_probabilities
+from bench.tracking import CHECKPOINT
 
 # Candidate sentiment adjectives; a dataset keeps those its own training texts confirm (`lexicon`).
 POSITIVE_WORDS = ("great", "excellent", "wonderful", "amazing", "awesome", "fantastic", "brilliant", "superb",
@@ -244,7 +244,10 @@ def probabilities(network: torch.nn.Module, texts: list[np.ndarray]) -> np.ndarr
 
 def order_metrics(network: torch.nn.Module, order: OrderSet, tokenizer) -> dict[str, float]:
     """Accuracy on the pairs' texts; the share of pairs whose predicted classes differ (flipped), and differ the right
-    way; the share whose positive text gets the higher probability (ties half: 0.5 for an order-blind model)."""
+    way; the share whose positive text gets the higher probability (ties half: 0.5 for an order-blind model). No
+    metrics without pairs (in a small vocabulary, no template's words may all be known)."""
+    if order.pairs.empty:
+        return {}
     encoded = bench_data.encode(tokenizer, [*order.pairs["positive"], *order.pairs["negative"]],
                                 np.zeros(2 * len(order.pairs)))
     probability = predict_probabilities(network, encoded)

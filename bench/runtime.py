@@ -18,6 +18,15 @@ class UserError(Exception):
     """Bad input or state the user can fix: the CLI prints its message alone, without a traceback."""
 
 
+def log(message: str) -> None:
+    """A progress line, flushed at once: a worker's output is relayed line by line."""
+    print(message, flush=True)
+
+
+def fmt_seconds(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
 def runtime_dir() -> Path:
     """$BENCH_HOME, else .bench/ in the working directory (git-ignored in the repository)."""
     path = Path(os.environ.get("BENCH_HOME", ".bench")).expanduser().resolve()

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer
 
-from bench.data import encode_texts
+from bench import data as bench_data
 from bench.models import build_network
 from bench.runtime import flush_denormals
 
@@ -42,16 +42,26 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Tokenizer, dict]
 
 
 @torch.no_grad()
-def predict_proba(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], batch_size: int = 512):
-    """Probability that each text is positive."""
-    probabilities = []
-    for start in range(0, len(texts), batch_size):
-        ids, lengths = encode_texts(tokenizer, texts[start : start + batch_size])
-        probabilities.append(torch.sigmoid(network(ids, lengths).float()).numpy())
-    return np.concatenate(probabilities) if probabilities else np.zeros(0, dtype=np.float32)
+def predict_probabilities(network: torch.nn.Module, split: bench_data.Split) -> np.ndarray:
+    """The positive class's probability for each row of the split, in row order."""
+    network.eval()
+    device = next(network.parameters()).device
+    probability = np.empty(len(split), dtype=np.float32)
+    if len(split) == 0:  # no batch to pad
+        return probability
+    batches = bench_data.Batches(split)
+    for rows in bench_data.BucketBatches(split.lengths, 512, shuffle=False):
+        ids, lengths, _ = batches[rows]
+        probability[rows] = torch.sigmoid(network(ids.to(device), lengths.to(device)).float()).cpu().numpy()
+    return probability
 
 
-def texts_of(model_input) -> list[str]:
+def predict_texts(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    """The positive class's probability for each raw text, in order."""
+    return predict_probabilities(network, bench_data.encode(tokenizer, texts, np.zeros(len(texts), dtype=np.int64)))
+
+
+def raw_texts_of(model_input) -> list[str]:
     """The texts of a DataFrame's `text` column (or its only column), a Series or a list; a missing text is an
     error naming its row."""
     if isinstance(model_input, pd.DataFrame):
@@ -80,25 +90,27 @@ class RawTextModel(mlflow.pyfunc.PythonModel):
 
     # The type hint also tells MLflow not to infer a schema from it (it warns on a predict without hints).
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        probability = predict_proba(self.network, self.tokenizer, texts_of(model_input))
+        probability = predict_texts(self.network, self.tokenizer, raw_texts_of(model_input))
         return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
 
 
-def log_mlflow_model(checkpoint: Path) -> None:
-    """Log the checkpoint as an MLflow pyfunc model named `model` in the active run."""
+def log_mlflow_model(checkpoint: Path, run_id: str, tracking_uri: str) -> None:
+    """Log the checkpoint to the run as an MLflow pyfunc model named `model`."""
     import tokenizers
 
-    mlflow.pyfunc.log_model(
-        name="model",
-        python_model=RawTextModel(),
-        artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(Path(__file__).parent)],
-        # Stated, not inferred: inference loads the model in a subprocess, which is slow.
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"tokenizers=={tokenizers.__version__}",
-            f"mlflow=={mlflow.__version__}",
-            "pandas",
-            "numpy",
-        ],
-    )
+    mlflow.set_tracking_uri(tracking_uri)  # log_model takes no store or run: it logs to the fluent API's active run
+    with mlflow.start_run(run_id=run_id):
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=RawTextModel(),
+            artifacts={"checkpoint": str(checkpoint)},
+            code_paths=[str(Path(__file__).parent)],
+            # Stated, not inferred: inference loads the model in a subprocess, which is slow.
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"tokenizers=={tokenizers.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "pandas",
+                "numpy",
+            ],
+        )

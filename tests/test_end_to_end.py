@@ -7,9 +7,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bench import sweep
 from bench.cli import main
 from bench.config import load_config
+from bench.runtime import storage_url, tracking_uri
 
 ARCHS = ["averaging", "bag_concat", "gru", "bilstm"]  # gru: the C++ loops, served through MLflow below
 OVERRIDES = ["datasets=[imdb, sentiment140]", f"architectures=[{', '.join(ARCHS)}]"]
@@ -26,7 +26,7 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
     assert all(f"| `{arch}` |" in report for arch in ARCHS)
 
     # Optuna: one study per (dataset, architecture), each with its budget of finished trials and a test score.
-    storage = sweep.storage_url(cfg)
+    storage = storage_url(cfg)
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     assert set(studies) == {f"tiny/{d}/{a}" for d in ("imdb", "sentiment140") for a in ARCHS}
     for name in studies:
@@ -35,7 +35,7 @@ def test_sweep_end_to_end_and_resume(runtime, tiny_sweep, tmp_path, capsys):
         assert study.user_attrs["test_metrics"]["test/acc"] > 0.6, name
 
     # MLflow: a parent run per study, a child run per trial, with their tags and per-epoch metrics.
-    client = MlflowClient(sweep.tracking_uri(cfg))
+    client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
@@ -89,7 +89,7 @@ def test_bad_config_exits_with_a_clear_error(runtime, tiny_sweep, capsys):
 @pytest.mark.slow
 def test_replicates_are_tested_kept_and_resumed(runtime, tiny_sweep, tmp_path):
     def replicate_runs():
-        client = MlflowClient(sweep.tracking_uri(load_config(tiny_sweep)))
+        client = MlflowClient(tracking_uri(load_config(tiny_sweep)))
         runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.replicate != ''")
         return client, {r.data.tags["replicate"]: r for r in runs}
 

@@ -28,7 +28,7 @@ def fit_one_epoch(module, split, batch_size=32, validations=1, callbacks=()):
 
 def test_gradients_are_clipped():
     torch.manual_seed(0)
-    module = ClassifierModule(build_network("averaging", 50), lr=1e-2, grad_clip=1e-3)
+    module = ClassifierModule(build_network("averaging", 50), lr=1e-2, weight_decay=0.0, grad_clip=1e-3)
     norms, configure = [], module.configure_optimizers
 
     def configure_and_watch():  # records the gradient norm before each step, after clipping
@@ -49,7 +49,7 @@ def test_training_metrics_cover_every_training_text():
     ids, lengths, labels = bench_data.Batches(split)[np.arange(len(split))]
     with torch.no_grad():  # lr 0 leaves the weights as they are: the epoch's metrics are those of these logits
         logits = network(ids, lengths)
-    metrics = fit_one_epoch(ClassifierModule(network, lr=0.0), split)
+    metrics = fit_one_epoch(ClassifierModule(network, lr=0.0, weight_decay=0.0, grad_clip=None), split)
     expected_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
     assert torch.isclose(metrics["train/loss"], expected_loss, atol=1e-5)
     assert metrics["train/acc"] == ((logits > 0).long() == labels).float().mean()
@@ -68,8 +68,8 @@ class Record(L.Callback):
 def test_validations_within_an_epoch_are_evenly_spaced_and_the_last_closes_it():
     split, record = tiny_split(), Record()
     torch.manual_seed(0)
-    fit_one_epoch(ClassifierModule(build_network("averaging", 50), lr=1e-2), split, batch_size=8, validations=3,
-                  callbacks=[record])
+    module = ClassifierModule(build_network("averaging", 50), lr=1e-2, weight_decay=0.0, grad_clip=None)
+    fit_one_epoch(module, split, batch_size=8, validations=3, callbacks=[record])
     assert [closes for closes, _ in record.points] == [False, False, True]
     elapsed = [m["time/elapsed_s"] for _, m in record.points]
     assert elapsed == sorted(elapsed)

@@ -18,7 +18,7 @@ from bench.config import load_config
 from bench.data import UNK_ID
 from bench.models import build_network
 from bench.runtime import tracking_uri
-from bench.sweep import predict_probabilities
+from bench.serving import predict_probabilities
 
 # Every word of the templates, so that the tiny vocabulary holds them; each text starts with a sentence of them.
 TEMPLATE_WORDS = sorted({w for pair in probes.TEMPLATES for text in pair

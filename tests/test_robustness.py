@@ -7,18 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bench import sweep
+from bench import preflight, search, sweep
+from bench import trial as bench_trial
 from bench.cli import main
 from bench.config import load_config
 from bench.models import ARCHITECTURES
-from bench.serving import texts_of
+from bench.runtime import storage_url, tracking_uri
+from bench.serving import raw_texts_of
 from bench.ui import runs_pages
 
 ROOT = Path(__file__).parents[1]
@@ -46,7 +47,7 @@ def test_every_shipped_sweep_takes_any_single_architecture_or_dataset(config):
         assert load_config(config, [f"architectures=[{arch}]"]).architectures == [arch]
     for dataset in datasets:
         assert load_config(config, [f"datasets=[{dataset}]"]).datasets == [dataset]
-    sweep.check_networks_build(load_config(config), config)  # no value of its search spaces is refused
+    preflight.check_networks_build(load_config(config), config)  # no value of its search spaces is refused
 
 
 def test_null_text_names_the_file_and_rows(runtime, tiny_sweep, mirror, capsys):
@@ -80,22 +81,23 @@ def test_a_value_the_network_refuses_is_an_error_before_any_data_loads(runtime, 
 
 
 def test_a_failed_trial_s_message_reaches_the_progress_line_and_mlflow(runtime, tiny_sweep, capsys, monkeypatch):
-    real_build = sweep.build_network
+    real_build = bench_trial.build_network
 
     def refuse_real_vocabularies(arch, vocab_size, **params):  # the pre-check builds with a 10-word vocabulary
         if vocab_size > 10:
             raise ValueError("no network for this vocabulary")
         return real_build(arch, vocab_size, **params)
 
-    monkeypatch.setattr(sweep, "build_network", refuse_real_vocabularies)
+    monkeypatch.setattr(bench_trial, "build_network", refuse_real_vocabularies)
     code, out, _ = run(["sweep", tiny_sweep, "--reports", runtime / "reports"], capsys)
     assert code == 0  # failed trials are recorded, and the sweep goes on
     assert "trial 1/2 FAIL (ValueError: no network for this vocabulary)" in out
-    client = MlflowClient(sweep.tracking_uri(load_config(tiny_sweep)))
+    client = MlflowClient(tracking_uri(load_config(tiny_sweep)))
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.trial = '0'")
     assert runs[0].data.tags["error"] == "ValueError: no network for this vocabulary"
     assert runs[0].data.tags["state"] == "failed" and runs[0].info.status == "FAILED"
-    assert "Traceback" in mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/error.txt")
+    error_file = client.download_artifacts(runs[0].info.run_id, "error.txt", str(runtime))
+    assert "Traceback" in Path(error_file).read_text()
 
 
 def test_an_unexpected_error_prints_one_line_and_saves_its_traceback(runtime, tiny_sweep, capsys, monkeypatch):
@@ -165,15 +167,15 @@ def test_killed_mid_trial_then_an_immediate_restart(runtime, tiny_sweep, signum)
     assert ("trial 1 was left running by a killed process" in output) == (signum == signal.SIGKILL)
 
     cfg = load_config(tiny_sweep, ["architectures=[lstm]"])
-    study = optuna.load_study(study_name="tiny/imdb/lstm", storage=sweep.storage_url(cfg))
+    study = optuna.load_study(study_name="tiny/imdb/lstm", storage=storage_url(cfg))
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     # The budget's three trials were queued at the start: the retry of the killed one comes after them.
     killed, retry = study.trials[1], study.trials[3]
     assert retry.params == killed.params and retry.system_attrs["failed_trial"] == 1
-    assert len(sweep.budget_trials(study)) == 3
+    assert len(search.budget_trials(study)) == 3
 
-    client = MlflowClient(sweep.tracking_uri(cfg))
+    client = MlflowClient(tracking_uri(cfg))
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
     killed_run = client.get_run(killed.user_attrs["mlflow_run_id"])
@@ -189,7 +191,7 @@ def test_killed_mid_replicate_keeps_the_finished_ones_and_reruns_the_killed_one(
     first.send_signal(signal.SIGKILL)
     first.wait()
     cfg = load_config(tiny_sweep, ["architectures=[lstm]"])
-    study = optuna.load_study(study_name="tiny/imdb/lstm", storage=sweep.storage_url(cfg))
+    study = optuna.load_study(study_name="tiny/imdb/lstm", storage=storage_url(cfg))
     kept = {k: v for k, v in study.user_attrs.items() if k.startswith("replicate/")}
     assert list(kept) == ["replicate/0/0"]
 
@@ -197,21 +199,21 @@ def test_killed_mid_replicate_keeps_the_finished_ones_and_reruns_the_killed_one(
     output = "".join(second.stdout)
     assert second.wait() == 0, output
     assert "replicate 1/3" not in output and "replicate 2/3 of trial 0" in output  # 0 kept; 1 and 2 run
-    client = MlflowClient(sweep.tracking_uri(cfg))
+    client = MlflowClient(tracking_uri(cfg))
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.replicate != ''")
     by_state = sorted((r.data.tags["replicate"], r.info.status) for r in runs)
     assert by_state == [("0", "FINISHED"), ("1", "FINISHED"), ("1", "KILLED"), ("2", "FINISHED")]
-    attrs = optuna.load_study(study_name="tiny/imdb/lstm", storage=sweep.storage_url(cfg)).user_attrs
+    attrs = optuna.load_study(study_name="tiny/imdb/lstm", storage=storage_url(cfg)).user_attrs
     assert attrs["replicate/0/0"] == kept["replicate/0/0"] and sum(k.startswith("replicate/") for k in attrs) == 3
 
 
 def test_model_input_may_be_a_list_a_series_or_a_frame():
     texts = ["good", "bad"]
-    assert texts_of(texts) == texts_of(pd.Series(texts)) == texts_of(pd.DataFrame({"text": texts})) == texts
+    assert raw_texts_of(texts) == raw_texts_of(pd.Series(texts)) == raw_texts_of(pd.DataFrame({"text": texts})) == texts
     with pytest.raises(ValueError, match=r"row\(s\) \[1\]: text is missing"):
-        texts_of(pd.DataFrame({"text": ["good", None]}))
+        raw_texts_of(pd.DataFrame({"text": ["good", None]}))
     with pytest.raises(ValueError, match="expected a 'text' column"):
-        texts_of(pd.DataFrame({"a": texts, "b": texts}))
+        raw_texts_of(pd.DataFrame({"a": texts, "b": texts}))
 
 
 def test_ui_lists_each_sweep_s_runs_page(tmp_path):

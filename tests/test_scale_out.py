@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
-from bench import sweep
+from bench import search
 from bench.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -57,7 +57,7 @@ def check_sweep_is_complete_and_exact(services, name):
     storage = services["BENCH_STORAGE"]
     for arch in ARCHS:
         study = optuna.load_study(study_name=f"{name}/imdb/{arch}", storage=storage)
-        assert len(sweep.budget_trials(study)) == N_TRIALS, arch
+        assert len(search.budget_trials(study)) == N_TRIALS, arch
         assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING)), arch
     client = MlflowClient(services["BENCH_TRACKING_URI"])
     experiment = client.get_experiment_by_name(name)

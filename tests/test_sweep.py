@@ -11,15 +11,18 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from bench import sweep
-from bench.config import load_config
-from bench.runtime import UserError
+from bench import replicates, search, sweep
+from bench import trial as bench_trial
+from bench.config import load_config, split_params
+from bench.context import StudyContext, SweepContext, study_name
+from bench.models import build_network
+from bench.runtime import UserError, storage_url
 
 SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
 
 
 def study_of(cfg, arch="averaging"):
-    return optuna.load_study(study_name=sweep.study_name(cfg, "imdb", arch), storage=sweep.storage_url(cfg))
+    return optuna.load_study(study_name=study_name(cfg, "imdb", arch), storage=storage_url(cfg))
 
 
 def states(cfg, arch="averaging"):
@@ -45,8 +48,8 @@ class NaNNetwork(torch.nn.Module):
 
 
 def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(runtime, tiny_sweep, monkeypatch):
-    real_build = sweep.build_network
-    monkeypatch.setattr(sweep, "build_network",
+    real_build = bench_trial.build_network
+    monkeypatch.setattr(bench_trial, "build_network",
                         lambda arch, *a, **k: NaNNetwork() if arch == "averaging" else real_build(arch, *a, **k))
     cfg = load_config(tiny_sweep, ["architectures=[averaging, bag_concat]", "study.pruner.type=none"])
     sweep.run_sweep(cfg, tiny_sweep)
@@ -57,7 +60,7 @@ def test_nan_loss_fails_the_trial_and_the_sweep_goes_on(runtime, tiny_sweep, mon
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch():
-    study = optuna.create_study(pruner=sweep.BeforeLastEpoch(optuna.pruners.ThresholdPruner(lower=1.1), 2))
+    study = optuna.create_study(pruner=search.BeforeLastEpoch(optuna.pruners.ThresholdPruner(lower=1.1), 2))
     trial = study.ask()
     trial.report(0.5, step=0)
     assert trial.should_prune()  # below the threshold before the last epoch
@@ -72,8 +75,8 @@ class TrainedConfigs:
         self.trained = []
 
     def fit_network(self, ctx, params, run_id, seed, callbacks, label):
-        network = sweep.build_network(ctx.arch, ctx.data.vocab_size, **sweep.split_params(params)[1])
-        self.trained.append((sweep.split_params(params), sum(p.numel() for p in network.parameters())))
+        network = build_network(ctx.arch, ctx.data.vocab_size, **split_params(params)[1])
+        self.trained.append((split_params(params), sum(p.numel() for p in network.parameters())))
         return types.SimpleNamespace(val_acc_best=types.SimpleNamespace(compute=lambda: 0.5), network=network,
                                      restore_best=lambda: None)
 
@@ -84,22 +87,24 @@ def test_a_replicate_trains_exactly_its_trials_configuration(config, monkeypatch
     network's arguments and its parameter count that a replicate trains equal those its trial trained."""
     fake = TrainedConfigs()
     run = contextlib.contextmanager(lambda *args: (yield "run"))
-    monkeypatch.setattr(sweep, "fit_network", fake.fit_network)
-    for name in ("trial_run", "child_run"):
-        monkeypatch.setattr(sweep, name, run)
-    monkeypatch.setattr(sweep, "keep_checkpoint", lambda *args: None)
-    monkeypatch.setattr(sweep, "log_checkpoint", lambda *args: None)
-    monkeypatch.setattr(sweep, "evaluate", lambda *args: {"test/acc": 0.5})
+    for module in (bench_trial, replicates):
+        monkeypatch.setattr(module, "fit_network", fake.fit_network)
+    monkeypatch.setattr(bench_trial, "trial_run", run)
+    monkeypatch.setattr(bench_trial, "keep_checkpoint", lambda *args: None)
+    monkeypatch.setattr(replicates, "child_run", run)
+    monkeypatch.setattr(replicates, "log_checkpoint", lambda *args: None)
+    monkeypatch.setattr(replicates, "log_test_results", lambda *args: {"test/acc": 0.5})
     cfg = load_config(config)
     for dataset in cfg.datasets:
         for arch in cfg.architectures:
-            ctx = sweep.StudyContext(cfg, dataset, arch, types.SimpleNamespace(vocab_size=50), None, "", "", None)
+            data = types.SimpleNamespace(vocab_size=50)
+            ctx = StudyContext(SweepContext(cfg, None, "", None), dataset, arch, data, "")
             study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
-            study.optimize(functools.partial(sweep.objective, ctx=ctx), n_trials=1)
+            study.optimize(functools.partial(bench_trial.objective, ctx=ctx), n_trials=1)
             study.set_user_attr("test_trial", study.best_trial.number)
-            sweep.run_replicate(ctx, study, 0)
-            trial, replicate = fake.trained[-2:]
-            assert replicate == trial, f"{config.name}: {dataset}/{arch}"
+            replicates.run_replicate(ctx, study, 0)
+            trained, replicate = fake.trained[-2:]
+            assert replicate == trained, f"{config.name}: {dataset}/{arch}"
 
 
 def test_a_trial_without_a_recorded_configuration_is_not_replicated():
@@ -107,4 +112,4 @@ def test_a_trial_without_a_recorded_configuration_is_not_replicated():
     study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions={
         "lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)}, value=0.5))
     with pytest.raises(UserError, match="old/imdb/gru: trial 0 recorded no configuration"):
-        sweep.recorded_config(study, study.best_trial)
+        bench_trial.recorded_config(study, study.best_trial)
