@@ -10,8 +10,11 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bench.report import GENERATED_PREFIX, SplitComparison, pareto, split_finding, write_report
-from bench.significance import Scores, compare
+from bench.report import write_report
+from bench.report.figures import pareto
+from bench.report.findings import split_finding
+from bench.report.markdown import GENERATED_PREFIX
+from bench.report.significance import Scores, SplitComparison, compare
 
 GOLDEN = Path(__file__).parent / "golden" / "report.md"
 TAGS = {"sweep": "golden", "git_commit": "0123456789abcdef", "config": "sweeps/golden.yaml",

@@ -3,7 +3,8 @@ each study logged to MLflow (the best trial's, or its replicates').
 
 Per test split: the architecture with the highest mean accuracy over its seeds is the best; every other one is
 compared with it by a paired permutation test on the same rows (Holm-adjusted over the comparisons), and by
-P(best > other) over their seeds with a bootstrap interval. "Below" needs both: the rows and the seeds.
+P(best > other) over their seeds with a bootstrap interval. "Below" needs both: the rows and the seeds. The
+report shows each split as a table (significance_table).
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
-from bench.runtime import UserError
+from bench.report.collect import ReportError, Study
+from bench.report.format import dataset_title, interval, p_value, pct, probability
 from bench.stats import holm, mean_interval, paired_test, prob_outperform, wilson_interval
 
 ALPHA = 0.05  # significance level of the paired test, after Holm's adjustment
-
-
-class ReportError(UserError, RuntimeError):
-    pass
-
-
 @dataclass
 class Scores:
     """One architecture's correctness on each row of a test split, for each of its seeds."""
@@ -125,3 +122,61 @@ def split_scores(client, studies, split: str, folder: Path) -> list[Scores]:
         if correct:
             scores.append(Scores(study.arch, np.stack(correct)))
     return scores
+
+
+@dataclass
+class SplitComparison:
+    dataset: str
+    split: str  # test or heldout
+    rows: int
+    comparisons: list[Comparison]  # best first
+
+    @property
+    def title(self) -> str:
+        return f"{dataset_title(self.dataset)} {SPLIT_TITLES[self.split]} ({self.rows:,} rows)"
+
+    @property
+    def best(self) -> Comparison:
+        return self.comparisons[0]
+
+    def with_verdict(self, prefix: str) -> list[Comparison]:
+        return [c for c in self.comparisons[1:] if c.verdict.startswith(prefix)]
+
+
+SPLIT_TITLES = {"test": "test", "heldout": "held-out"}
+# What each test split can and cannot tell, where a dataset has two.
+SPLIT_NOTES = {
+    ("sentiment140", "test"): "human labels (positive or negative; the neutral tweets dropped): the task users care "
+                              "about, but too few rows to separate accuracies a few points apart.",
+    ("sentiment140", "heldout"): "tweets set aside from the training file before any training or tuning: the "
+                                 "distribution and the noisy emoticon-derived labels the models learnt from. Enough "
+                                 "rows to rank the architectures on that task; it does not say how they agree with "
+                                 "people.",
+}
+
+
+def split_comparisons(client: MlflowClient, studies: list[Study], datasets: list[str],
+                      folder: Path) -> list[SplitComparison]:
+    """For each dataset and test split with predictions, every architecture compared with the best."""
+    found = []
+    for dataset in datasets:
+        for split in SPLIT_TITLES:
+            scores = split_scores(client, [s for s in studies if s.dataset == dataset], split, folder)
+            if scores:
+                found.append(SplitComparison(dataset, split, scores[0].correct.shape[1], compare(scores)))
+    return found
+
+
+def significance_table(split: SplitComparison, studies: list[Study]) -> list[str]:
+    best_trial = {s.arch: s.metrics.get(f"{split.split}/acc") for s in studies if s.dataset == split.dataset}
+    best = split.best.scores.arch
+    lines = [f"| architecture | seeds | acc % (mean) | 95% interval over seeds | 95% interval from the rows (Wilson) "
+             f"| best trial's acc % | points behind `{best}` | paired p (Holm) | P(`{best}` > it) [95% bootstrap] "
+             "| verdict |", "|" + "---|" * 10]
+    for c in split.comparisons:
+        s = c.scores
+        behind = "–" if c.difference is None else f"{100 * c.difference:.2f}"
+        lines.append(f"| `{s.arch}` | {len(s.accuracies)} | {pct(s.mean)} | {interval(s.seed_interval)} "
+                     f"| {interval(s.rows_interval)} | {pct(best_trial.get(s.arch))} | {behind} "
+                     f"| {p_value(c.p_holm)} | {probability(c.prob_best_above)} | {c.verdict} |")
+    return lines

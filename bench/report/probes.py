@@ -1,5 +1,5 @@
 """The report's "Probes" section: what the probes (bench/probes.py) logged for each study's models, read from the
-MLflow store, as tables, three figures and findings on the seed articles' claims."""
+MLflow store, as tables and findings on the seed articles' claims (probe_figures.py draws its figures)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from bench.figures import DATASET_TITLES, arch_colors, figure_grid, figure_per_dataset, save_figure
+from bench.models import RECURRENT
 from bench.probes import (
+    GRADIENT_DISTANCES,
+    GRADIENT_TEXTS,
     MEMORY_MIN_LEN,
     MIN_POLARITY,
     MIN_WORD_COUNT,
@@ -23,6 +25,8 @@ from bench.probes import (
     SENTENCE_TOKENS,
     TEMPLATES,
 )
+from bench.report.collect import history
+from bench.report.format import dataset_title
 from bench.stats import mean_interval
 
 ORDER_KEYS = ("acc", "flipped", "flipped_right", "ordered_right")
@@ -50,22 +54,14 @@ class ProbedStudy:
         return [m[key][step] for m in self.models if step in m.get(key, {})]
 
 
-def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
-    """The metric's latest value at each step (a probe run again logs them again)."""
-    latest = {}
-    for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
-        latest[m.step] = m.value
-    return latest
-
-
 def _model_metrics(client: MlflowClient, run_id: str, metrics: dict) -> dict:
     found = {k: v for k, v in metrics.items() if k.startswith("probe/") and k not in STEPPED}
-    found.update({k: _history(client, run_id, k) for k in STEPPED if k in metrics})
+    found.update({k: history(client, run_id, k) for k in STEPPED if k in metrics})
     return found
 
 
 def collect_probes(client: MlflowClient, studies, downloads: Path) -> list[ProbedStudy]:
-    """The probed studies (report.Study), each with its models' probe metrics, probe sets and word-order pairs."""
+    """The probed studies (collect.Study), each with its models' probe metrics, probe sets and word-order pairs."""
     probed = []
     for study in (s for s in studies if s.tags.get("probes") == "done"):
         pairs_seen = study.tags.get("best/bigram_buckets", "0") not in ("0", "None")
@@ -74,7 +70,7 @@ def collect_probes(client: MlflowClient, studies, downloads: Path) -> list[Probe
             if "probe/order/acc" in metrics:
                 result.models.append(_model_metrics(client, run_id, metrics))
         if "probe/gradient_init/norm" in study.metrics:
-            result.initial = _history(client, study.run_id, "probe/gradient_init/norm")
+            result.initial = history(client, study.run_id, "probe/gradient_init/norm")
         folder = downloads / study.run_id
         result.sets = json.loads(Path(client.download_artifacts(study.run_id, PROBE_SETS, str(folder))).read_text())
         result.pairs = pd.read_csv(client.download_artifacts(study.run_id, ORDER_PAIRS, str(folder)))
@@ -82,11 +78,11 @@ def collect_probes(client: MlflowClient, studies, downloads: Path) -> list[Probe
     return probed
 
 
-def _mean(values: list[float]) -> float | None:
+def mean_or_none(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _share_interval(values: list[float]) -> tuple[float, float] | None:
+def share_interval(values: list[float]) -> tuple[float, float] | None:
     """The 95% interval of a mean share over the models, cut to 0-1; None for fewer than two."""
     interval = mean_interval(values)
     return (max(0.0, interval[0]), min(1.0, interval[1])) if interval else None
@@ -101,11 +97,11 @@ def _estimate(values: list[float]) -> str:
     """Mean share over the models in %, with its 95% interval where there are several."""
     if not values:
         return "—"
-    interval = _share_interval(values)
+    interval = share_interval(values)
     return f"{100 * np.mean(values):.1f}" + (f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else "")
 
 
-def _of(probed: list[ProbedStudy], dataset: str) -> list[ProbedStudy]:
+def of_dataset(probed: list[ProbedStudy], dataset: str) -> list[ProbedStudy]:
     return [p for p in probed if p.dataset == dataset]
 
 
@@ -132,7 +128,7 @@ def order_finding(studies: list[ProbedStudy]) -> str:
         else:
             parts.append(f"`averaging` does not rank every pair's texts equally ({_estimate(ranked)}%): check the "
                          "probe")
-    ordered = [p for p in studies if p.arch in ("simple_rnn", "gru", "lstm", "bilstm")]
+    ordered = [p for p in studies if p.arch in RECURRENT]
     above = [p.label for p in ordered if _above_chance(p.values("probe/order/ordered_right"))]
     rest = [p.label for p in ordered if p.label not in above]
     parts.append(f"recurrent networks that rank the positive text higher more often than chance (the interval above "
@@ -146,49 +142,18 @@ def _above_chance(values: list[float]) -> bool:
     return _bounds(values)[0] > 0.5
 
 
-def order_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> None:
-    colors = arch_colors([p.arch for p in probed])
-    fig, panels = figure_per_dataset(datasets)
-    for ax, dataset in panels:
-        studies = _of(probed, dataset)
-        x = np.arange(len(studies))
-        for offset, key, name, hatch in ((-0.2, "ordered_right", "positive text ranked higher", ""),
-                                         (0.2, "flipped_right", "pair flipped the right way", "//")):
-            means = [100 * (_mean(p.values(f"probe/order/{key}")) or 0) for p in studies]
-            errors = np.array([_error_bar(p.values(f"probe/order/{key}")) for p in studies]).T
-            ax.bar(x + offset, means, 0.4, yerr=errors if len(studies) else None, capsize=3, hatch=hatch,
-                   color=[colors[p.arch] for p in studies], edgecolor="black",
-                   label=name)
-        ax.axhline(50, color="black", linestyle="--", linewidth=1, label="chance (order-blind: exactly this)")
-        ax.set_xticks(x, [p.label for p in studies], rotation=20, fontsize=8)
-        ax.set_ylim(0, 105)
-        ax.set_ylabel("share of the minimal pairs (%)")
-        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: word order")
-    # One legend, below the panels: the bars reach 100%.
-    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8)
-    save_figure(fig, path)
-
-
-def _error_bar(values: list[float]) -> tuple[float, float]:
-    interval = _share_interval(values)
-    if not interval:
-        return 0.0, 0.0
-    mean = np.mean(values)
-    return 100 * (mean - interval[0]), 100 * (interval[1] - mean)
-
-
-def _distances(studies: list[ProbedStudy]) -> list[int]:
+def memory_distances(studies: list[ProbedStudy]) -> list[int]:
     return sorted({k for p in studies for m in p.models for k in m.get("probe/memory/after/acc", {})})
 
 
 def memory_table(studies: list[ProbedStudy]) -> list[str]:
-    far = _distances(studies)[-1]
+    far = memory_distances(studies)[-1]
     lines = [f"| architecture | reviews right alone | accuracy, {far} filler tokens after (%) | before (%) | AUROC "
              "after (%) | AUROC before (%) | P(positive) on filler alone (%) |", "|---|---|---|---|---|---|---|"]
     for p in studies:
         cells = [_estimate(p.values(f"probe/memory/{side}/{m}", far)) for m in ("acc", "auroc")
                  for side in ("after", "before")]
-        texts = _mean(p.values("probe/memory/texts"))
+        texts = mean_or_none(p.values("probe/memory/texts"))
         lines.append(f"| `{p.label}` | {texts:.0f} | " + " | ".join(cells)
                      + f" | {_estimate(p.values('probe/memory/filler_positive'))} |")
     return lines
@@ -200,7 +165,7 @@ def memory_finding(studies: list[ProbedStudy]) -> str:
     by_arch = {p.arch: p for p in studies}
     if not {"simple_rnn", "lstm", "gru"} <= set(by_arch):
         return "The comparison needs `simple_rnn`, `gru` and `lstm` studies."
-    distances = [k for k in _distances(studies) if k > 0]
+    distances = [k for k in memory_distances(studies) if k > 0]
 
     def auroc(arch, k, side="after"):
         return by_arch[arch].values(f"probe/memory/{side}/auroc", k)
@@ -221,48 +186,11 @@ def memory_finding(studies: list[ProbedStudy]) -> str:
 
 
 def _span(study: ProbedStudy) -> str:
-    kept = [k for k in _distances([study]) if np.mean(study.values("probe/memory/after/auroc", k)) >= 0.9]
+    kept = [k for k in memory_distances([study]) if np.mean(study.values("probe/memory/after/auroc", k)) >= 0.9]
     return f"{max(kept)} tokens" if kept else "none"
 
 
-def memory_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> None:
-    datasets = [d for d in datasets if any(p.values("probe/memory/texts") for p in _of(probed, d))]
-    if not datasets:  # no dataset long enough for the memory probe
-        return
-    colors = arch_colors([p.arch for p in probed])
-    fig, axes = figure_grid(2 * len(datasets), 2, (5.5, 4))
-    for row, dataset in enumerate(datasets):
-        studies = _of(probed, dataset)
-        distances = _distances(studies)
-        for r, metric in enumerate(("acc", "auroc")):
-            for c, side in enumerate(("after", "before")):
-                ax = axes[2 * row + r][c]
-                for p in studies:
-                    _line_with_band(ax, distances, [p.values(f"probe/memory/{side}/{metric}", k) for k in distances],
-                                    colors[p.arch], p.label)
-                ax.set_xscale("symlog", linthresh=25)
-                ax.set_xticks(distances, [str(k) for k in distances])
-                ax.set_xlabel(f"filler tokens {side} the review")
-                ax.set_ylabel(f"{'accuracy' if metric == 'acc' else 'AUROC'} (%)")
-                ax.axhline(50, color="black", linestyle=":", linewidth=1)
-                ax.set_ylim(0, 102)
-                ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: filler {side} the review")
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def _line_with_band(ax, xs, values_at, color, label) -> None:
-    means = [100 * np.mean(v) if v else np.nan for v in values_at]
-    ax.plot(xs, means, marker="o", markersize=3, color=color, label=label)
-    intervals = [_share_interval(v) for v in values_at]
-    if all(intervals):
-        ax.fill_between(xs, [100 * i[0] for i in intervals], [100 * i[1] for i in intervals], color=color,
-                        alpha=0.15, linewidth=0)
-
-
-def _gradient_curve(study: ProbedStudy) -> tuple[np.ndarray, np.ndarray]:
+def gradient_curve(study: ProbedStudy) -> tuple[np.ndarray, np.ndarray]:
     """Distances and the models' geometric mean gradient norm at each (their norms span orders of magnitude)."""
     curves = [m["probe/gradient/norm"] for m in study.models if "probe/gradient/norm" in m]
     distances = np.array(sorted(curves[0]))
@@ -285,7 +213,7 @@ def gradient_table(studies: list[ProbedStudy]) -> list[str]:
     lines = ["| architecture | distance D | norm at the last token | at D | at D / at the last token | the same at "
              "initialisation |", "|---|---|---|---|---|---|"]
     for p in studies:
-        distances, norms = _gradient_curve(p)
+        distances, norms = gradient_curve(p)
         far = distances[-1]
         initial = p.initial.get(far, 0.0) / p.initial[0] if p.initial.get(0) else None
         initial = "-" if initial is None else f"{initial:.2g}" if initial > 0 else "0 (below float32's range)"
@@ -308,36 +236,6 @@ def gradient_finding(studies: list[ProbedStudy]) -> str:
                if below else "is not established: the intervals overlap")
     return (f"Trained, each model's gradient at the farthest distance over the one at the last token (geometric mean "
             f"over the models, 95% interval): {listed}. The claim that a SimpleRNN's gradient fades fastest {verdict}.")
-
-
-def gradient_figure(probed: list[ProbedStudy], datasets: list[str], path: Path) -> None:
-    colors = arch_colors([p.arch for p in probed])
-    fig, panels = figure_per_dataset(datasets)
-    for ax, dataset in panels:
-        for p in (p for p in _of(probed, dataset) if any("probe/gradient/norm" in m for m in p.models)):
-            distances, norms = _gradient_curve(p)
-            ax.plot(distances, np.where(norms > 0, norms, np.nan), color=colors[p.arch], label=f"{p.label}, trained")
-            if p.initial:
-                initial = np.array([p.initial.get(d, np.nan) for d in distances])
-                ax.plot(distances, np.where(initial > 0, initial, np.nan), color=colors[p.arch], linestyle="--",
-                        linewidth=1, label=f"{p.label}, at initialisation")
-        ax.set_yscale("log")
-        ax.set_xlabel("distance from the text's last token (tokens)")
-        ax.set_ylabel("|d loss / d input embedding| (mean over texts)")
-        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: gradient through time\n(trained: the geometric mean "
-                     "over the models)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    save_figure(fig, path)
-
-
-def write_figures(probed: list[ProbedStudy], datasets: list[str], folder: Path) -> None:
-    datasets = [d for d in datasets if _of(probed, d)]
-    if not datasets:
-        return
-    order_figure(probed, datasets, folder / "probe_word_order.png")
-    memory_figure(probed, datasets, folder / "probe_memory.png")
-    gradient_figure(probed, datasets, folder / "probe_gradient.png")
 
 
 def _construction(sets: dict) -> list[str]:
@@ -382,7 +280,7 @@ def memory_rules(sets: dict) -> str:
 
 def section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]:
     """The markdown of the Probes section; empty when no study was probed."""
-    datasets = [d for d in datasets if _of(probed, d)]
+    datasets = [d for d in datasets if of_dataset(probed, d)]
     if not datasets:
         return []
     counts = sorted({len(p.models) for p in probed})
@@ -393,8 +291,8 @@ def section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]:
              "### Word order (seed 001: \"good, not bad\" and \"bad, not good\")", "", *ORDER_RULES, "",
              "![word order probe](probe_word_order.png)", ""]
     for dataset in datasets:
-        studies = _of(probed, dataset)
-        lines += [f"#### {DATASET_TITLES.get(dataset, dataset)}", "", *_construction(studies[0].sets), "",
+        studies = of_dataset(probed, dataset)
+        lines += [f"#### {dataset_title(dataset)}", "", *_construction(studies[0].sets), "",
                   *order_table(studies), "", f"Finding: {order_finding(studies)}", "",
                   f"The first {SAMPLE_PAIRS} pairs:", "", *_sample_pairs(studies[0]), ""]
     lines += _memory_section(probed, datasets) + _gradient_section(probed, datasets)
@@ -404,7 +302,7 @@ def section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]:
 def _memory_section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]:
     lines = ["### Long-range memory (seeds 000 and 002: a SimpleRNN forgets the start of a long text)", ""]
     for dataset in datasets:
-        studies, title = _of(probed, dataset), DATASET_TITLES.get(dataset, dataset)
+        studies, title = of_dataset(probed, dataset), dataset_title(dataset)
         sets = studies[0].sets
         if sets.get("memory") is None:
             lines += [f"{title}: not run ({sets['notes'].get('memory', 'no memory set')}; it needs max_len "
@@ -417,18 +315,19 @@ def _memory_section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]
 
 def _gradient_section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]:
     lines = ["### Gradient through time (seeds 000 and 002: the vanishing gradient)", "",
-             "For each recurrent model, on test texts longer than a distance D (the largest of 400, 200, 100, ... "
-             "that 32 texts exceed; up to 128 of them, seeded): the norm of the summed loss's gradient with respect "
+             "For each recurrent model, on test texts longer than a distance D (the largest of "
+             f"{', '.join(map(str, GRADIENT_DISTANCES[:3]))}, ... that {GRADIENT_TEXTS[0]} texts exceed; up to "
+             f"{GRADIENT_TEXTS[1]} of them, seeded): the norm of the summed loss's gradient with respect "
              "to the input embedding at each position, against its distance from the text's last token, averaged "
              "over the texts; dashed, the same network built before training (the best trial's parameters and "
              "seed). Bidirectional networks also read each text backwards, so their far positions are near an end.",
              "", "![gradient through time](probe_gradient.png)", ""]
     for dataset in datasets:
-        studies = [p for p in _of(probed, dataset) if any("probe/gradient/norm" in m for m in p.models)]
+        studies = [p for p in of_dataset(probed, dataset) if any("probe/gradient/norm" in m for m in p.models)]
         if not studies:
             continue
         sets = studies[0].sets
-        lines += [f"#### {DATASET_TITLES.get(dataset, dataset)}", "",
+        lines += [f"#### {dataset_title(dataset)}", "",
                   f"{sets['gradient']['texts']} texts of the {sets['split']} split, D = "
                   f"{sets['gradient']['max_distance']}.", "", *gradient_table(studies), "",
                   f"Finding: {gradient_finding(studies)}", ""]
