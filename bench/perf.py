@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -41,24 +40,18 @@ from mlflow.tracking import MlflowClient
 
 from bench import data as bench_data
 from bench import kernels, search, tracking
-from bench.config import TRAINING_DEFAULTS, load_config
+from bench.config import load_config
 from bench.context import StudyContext, SweepContext
 from bench.coordination import Keys
 from bench.evaluation import inference_ms_per_1k
-from bench.models import ARCHITECTURES, RECURRENT, Recurrent, build_network
+from bench.models import ARCHITECTURES, Recurrent, build_network
 from bench.module import make_optimizer, training_flops_per_token
-from bench.provenance import cpu_model, device_description
+from bench.perf_report import DEFAULTS, NAIVE_TEXTS, REFERENCE, render_report
 from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
 from bench.trial import objective
 
 DEFAULT_SWEEP = "sweeps/default.yaml"  # data settings (vocabulary, max_len) and training settings come from it
-# The sweep's training defaults, clipped as the default sweep clips; each network takes its constructor defaults.
-DEFAULTS = {**TRAINING_DEFAULTS, "grad_clip": 1.0}
 PROBE_TEXTS = 1024  # the pass that sizes the timed passes; the fewest texts a timed pass covers
-NAIVE_TEXTS = 256  # the naive baseline is an order of magnitude slower: a fixed slice keeps it affordable
-REFERENCE = "lstm"  # every architecture's speed is also given as a ratio to this one's, measured in pairs
-# Tokens/s that each architecture should reach against lstm's: what its arithmetic allows, within reach.
-RATIO_TARGETS = {"simple_rnn": 2.5, "gru": 1.1, "bilstm": 0.45}
 
 
 def subset(split: bench_data.Split, n: int) -> bench_data.Split:
@@ -213,47 +206,6 @@ def child(args: list[str], env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def median_spread(values: list[float], digits: int = 0) -> str:
-    spread = f" ({min(values):,.{digits}f}-{max(values):,.{digits}f})" if len(values) > 1 else ""
-    return f"{statistics.median(values):,.{digits}f}{spread}"
-
-
-def machine() -> str:
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    return (f"{cpu_model()}, {os.cpu_count()} cores, GPU: {gpu}; device measured: {device_description()}; "
-            f"python {platform.python_version()}, torch {torch.__version__}")
-
-
-def training_table(results: list[dict]) -> tuple[list[str], dict]:
-    lines = [
-        "| architecture | params | texts x epochs per pass | harness tokens/s | harness texts/s | bare tokens/s "
-        "| naive tokens/s | bare ms / step | harness / bare | harness - bare ms / step | harness / naive "
-        "| inference ms / 1k texts | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    ratios = {}
-    for r in results:
-        s = r["seconds"]
-        tok = {k: [r["tokens"] / v for v in s[k]] for k in ("harness", "bare")}
-        tok["naive"] = [r["naive_tokens"] / v for v in s["naive"]]
-        texts = [r["texts"] * r["epochs"] / v for v in s["harness"]]
-        # Harness and bare run back to back in each repetition: their ratio is taken per repetition, which
-        # cancels the drift of this host's speed between repetitions.
-        paired = [h / b for h, b in zip(tok["harness"], tok["bare"])]
-        bare_step_ms = [b / r["steps"] * 1e3 for b in s["bare"]]
-        step_ms = [(h - b) / r["steps"] * 1e3 for h, b in zip(s["harness"], s["bare"])]
-        overhead = statistics.median(paired)
-        speedup = statistics.median(tok["harness"]) / statistics.median(tok["naive"])
-        ratios[r["arch"]] = (overhead, speedup)
-        lines.append(
-            f"| `{r['arch']}` | {r['params']:,} | {r['texts']:,} x {r['epochs']} | {median_spread(tok['harness'])} "
-            f"| {median_spread(texts)} | {median_spread(tok['bare'])} | {median_spread(tok['naive'])} "
-            f"| {median_spread(bare_step_ms, 2)} | {median_spread(paired, 3)} | {median_spread(step_ms, 2)} "
-            f"| {speedup:.2f} | {median_spread(s['latency'], 1)} | {r['peak_rss_mb']:,.0f} |"
-        )
-    return lines, ratios
-
-
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> dict[str, float]:
     """This machine's float32 matrix-multiply speed by each library at hand, torch's (MKL on x86) and
     bench/kernels.py's: the median of `repeats` products of two size x size matrices, after one warm-up."""
@@ -270,26 +222,6 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> dict[str, float]:
             times.append(time.perf_counter() - start)
         speeds[name] = 2 * size**3 / statistics.median(times[1:]) / 1e9
     return speeds
-
-
-def arithmetic_table(results: list[dict], peak_gflops: float) -> tuple[list[str], dict]:
-    """Each architecture's training FLOPs per token, the GFLOP/s its bare loop achieves, and its tokens/s against
-    lstm's (paired, per repetition) next to what the two FLOP counts allow."""
-    lines = ["| architecture | train MFLOP / token | bare GFLOP/s | % of matmul peak | tokens/s / lstm's (paired) "
-             "| FLOPs allow | tokens/s / on torch.nn's layers (paired) |", "|---|---|---|---|---|---|---|"]
-    reference = next((r for r in results if r["arch"] == REFERENCE), None)
-    ratios = {}
-    for r in results:
-        gflops = [r["tokens"] * r["flops_per_token"] / v / 1e9 for v in r["seconds"]["bare"]]
-        paired = [lstm / bare for lstm, bare in zip(r["seconds"].get(REFERENCE, []), r["seconds"]["bare"])]
-        ratios[r["arch"]] = statistics.median(paired) if paired else 1.0
-        to_torch_nn = [nn / bare for nn, bare in zip(r["seconds"].get("torch_nn", []), r["seconds"]["bare"])]
-        allows = f"{reference['flops_per_token'] / r['flops_per_token']:.2f}" if reference else "–"
-        lines.append(f"| `{r['arch']}` | {r['flops_per_token'] / 1e6:.3f} | {median_spread(gflops, 1)} "
-                     f"| {100 * statistics.median(gflops) / peak_gflops:.0f} "
-                     f"| {median_spread(paired, 2) if paired else '1 (the reference)'} | {allows} "
-                     f"| {median_spread(to_torch_nn, 2) if to_torch_nn else '–'} |")
-    return lines, ratios
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -327,103 +259,6 @@ def measure_loads(datasets: list[str], repeats: int) -> dict[str, tuple[dict, li
                   f"warm {second['seconds']:.2f} s", file=sys.stderr, flush=True)
         loads[dataset] = (rows, cold, warm)
     return loads
-
-
-def target_checks(ratios: dict, to_reference: dict, loads: dict) -> list[str]:
-    recurrent = [a for a in ratios if a in RECURRENT]
-    checks = [(f"harness overhead: harness / bare >= 0.95 for every architecture "
-               f"(lowest {min(o for o, _ in ratios.values()):.3f})", all(o >= 0.95 for o, _ in ratios.values()))]
-    if recurrent:
-        checks.append((f"recurrent architectures >= 2x the naive baseline "
-                       f"(lowest {min(ratios[a][1] for a in recurrent):.2f}x)",
-                       all(ratios[a][1] >= 2 for a in recurrent)))
-    checks += [(f"{arch}: tokens/s >= {target}x {REFERENCE}'s, paired ({to_reference[arch]:.2f}x)",
-                to_reference[arch] >= target) for arch, target in RATIO_TARGETS.items() if arch in to_reference]
-    if "sentiment140" in loads:
-        _, cold, warm = loads["sentiment140"]
-        checks.append((f"Sentiment140, all tweets: cold <= 60 s ({statistics.median(cold):.1f} s), "
-                       f"warm <= 5 s ({statistics.median(warm):.2f} s)",
-                       statistics.median(cold) <= 60 and statistics.median(warm) <= 5))
-    return [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
-
-
-def training_method(args: argparse.Namespace) -> str:
-    """What the training table's columns measure."""
-    return (
-        "Default hyperparameters: batch 64, lr 0.001, gradient clipping 1.0, each network's own defaults "
-        "(`bench/models.py`); data settings of `sweeps/default.yaml`. Tokens are real (non-pad) tokens. "
-        "_harness_: the sweep's trial code; _bare_: a plain PyTorch loop over the same network, optimiser and "
-        "batches; _naive_: random batches padded to `max_len`, recurrent layers over `pack_padded_sequence`, "
-        f"over the first {NAIVE_TEXTS} training texts. A timed pass covers about {args.pass_seconds:g} s of bare "
-        "training (sized by a probe pass): the first training texts, or all of them for several epochs "
-        "(_texts x epochs_). "
-        "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back "
-        "(in alternating order); "
-        f"_bare ms / step_: a bare training step ({DEFAULTS['batch_size']} texts); _harness - bare_: the difference "
-        "of their pass times per training step. "
-        "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row."
-    )
-
-
-def arithmetic_method(matmul: dict[str, float]) -> str:
-    """What the arithmetic table's columns measure."""
-    speeds = " and ".join(f"{name}'s {gflops:.0f}" for name, gflops in matmul.items())
-    return (
-        "_train MFLOP / token_: a training step's floating-point operations (forward, loss, backward) per real token, "
-        "counted by PyTorch's FlopCounterMode on one training batch, the same for every architecture (matrix "
-        "multiplications only: averaging's embedding means are not counted). _bare GFLOP/s_: that count times the "
-        "bare loop's tokens/s; _% of matmul peak_: against this machine's float32 matrix multiply, the faster of "
-        f"{speeds} GFLOP/s (a 2048 x 2048 product; bench/kernels.py multiplies with oneDNN's sgemm where the "
-        "onednn-cpu-gomp package is installed, MKL's otherwise). _tokens/s / lstm's_: median (min-max) of the ratio "
-        "within each repetition, where the architecture's bare pass and a bare lstm pass over the same texts run back "
-        "to back (in alternating order). _FLOPs allow_: lstm's FLOPs per token over the architecture's, the ratio "
-        "its arithmetic alone would give. _tokens/s / on torch.nn's layers_: against the same bare pass with "
-        "torch.nn's SimpleRNN and GRU layers in place of `bench/kernels.py`'s, one pass apart in each repetition "
-        "(lstm and bilstm run torch.nn's LSTM, oneDNN's fused kernel, either way)."
-    )
-
-
-def render_report(args: argparse.Namespace, command: str, minutes: float, results: list[dict], loads: dict,
-                  matmul: dict[str, float]) -> str:
-    table, ratios = training_table(results)
-    arithmetic, to_reference = arithmetic_table(results, max(matmul.values()))
-    lines = [
-        "# Speed benchmark",
-        "",
-        f"_Generated by `nox -s perf` (`{command}`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
-        f"{minutes:.1f} min._",
-        "",
-        f"- Machine: {machine()}",
-        f"- Figures: median of {args.repeats} repetitions for training, {args.load_repeats} for data loading "
-        "(min-max in brackets), after one warm-up repetition.",
-        "",
-        "## Training throughput on IMDB",
-        "",
-        training_method(args),
-        "",
-        *table,
-        "",
-        "## Arithmetic",
-        "",
-        arithmetic_method(matmul),
-        "",
-        *arithmetic,
-        "",
-        "## Data loading",
-        "",
-        "Load, normalise, tokenise and encode, in a fresh process; cold: empty runtime folder (no `datasets` "
-        "cache, no encoded cache); warm: the encoded cache hit by the next run.",
-        "",
-        "| dataset | rows (train / val / test) | cold s | warm s |",
-        "|---|---|---|---|",
-        *[f"| {name} | {r['train']:,} / {r['val']:,} / {r['test']:,} | {median_spread(cold, 1)} "
-          f"| {median_spread(warm, 2)} |" for name, (r, cold, warm) in loads.items()],
-        "",
-        "## Targets (this project's 2-core CPU machine)",
-        "",
-        *target_checks(ratios, to_reference, loads),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The CPU features that decide which kernels are fast: vector width, and a bf16 matrix engine (AMX) or instructions.
+SPEED_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_features() -> str:
+    """The SPEED_FEATURES this CPU has, as /proc/cpuinfo names them ('' where it cannot tell)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in SPEED_FEATURES if f in flags) or "none of " + ", ".join(SPEED_FEATURES)
+    except OSError:
+        pass
+    return ""
+
+
 def device_description() -> str:
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name()})"
@@ -59,6 +76,7 @@ def run_tags(cfg: SweepConfig, dataset: str, arch: str) -> dict[str, str]:
         "git_commit": git_commit(),
         "device": device_description(),
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": str(os.cpu_count()),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
         "python": platform.python_version(),

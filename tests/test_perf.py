@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench import data as bench_data
-from bench import perf
+from bench import perf, perf_report
 from bench.models import RECURRENT, build_network
 from bench.module import training_flops_per_token
 
@@ -33,9 +33,9 @@ def test_training_measurement_runs_the_sweep_trial(runtime, mirror, tmp_path, mo
     assert result["texts"] >= 64 and result["tokens"] > result["texts"]
     assert all(len(values) == 2 and min(values) > 0 for values in result["seconds"].values())
     assert "lstm" in result["seconds"] and result["flops_per_token"] > 0  # paired with lstm, and counted
-    table, ratios = perf.training_table([result])
+    table, ratios = perf_report.training_table([result])
     assert table[2].startswith("| `averaging` |") and ratios["averaging"][0] > 0
-    arithmetic, to_lstm = perf.arithmetic_table([result], peak_gflops=100.0)
+    arithmetic, to_lstm = perf_report.arithmetic_table([result], peak_gflops=100.0)
     assert arithmetic[2].startswith("| `averaging` |") and to_lstm["averaging"] > 0
 
 
