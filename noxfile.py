@@ -105,7 +105,7 @@ def perf(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Regenerate docs/config.md from the config models' field descriptions."""
     with open(ROOT / "docs" / "config.md", "w") as out:
-        session.run(str(bench_env(session) / "python"), "-m", "bench.config", external=True, stdout=out)
+        session.run(str(bench_env(session) / "python"), "-m", "bench.config_docs", external=True, stdout=out)
 
 
 @nox.session(venv_backend="none")

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench import data as bench_data
-from bench import models, probes
+from bench import models, probe_sets, probes
 from bench.cli import main
 from bench.config import load_config
 from bench.data import UNK_ID
@@ -21,7 +21,7 @@ from bench.runtime import tracking_uri
 from bench.serving import predict_probabilities
 
 # Every word of the templates, so that the tiny vocabulary holds them; each text starts with a sentence of them.
-TEMPLATE_WORDS = sorted({w for pair in probes.TEMPLATES for text in pair
+TEMPLATE_WORDS = sorted({w for pair in probe_sets.TEMPLATES for text in pair
                          for w in re.findall(r"[a-z]+|,", text.replace("{p}", "").replace("{n}", ""))})
 OVERRIDES = ["architectures=[averaging, lstm]", "data.imdb.max_len=400", "study.replicates=2"]
 MAX_LEN = 400
@@ -50,7 +50,7 @@ def pair_probabilities(network, order, tokenizer) -> tuple[np.ndarray, np.ndarra
 
 def test_an_order_blind_network_ranks_the_texts_of_every_pair_equally(probe_data):
     cfg, data = probe_data
-    order = probes.probe_sets(data, MAX_LEN, cfg.seed).order
+    order = probe_sets.probe_sets(data, MAX_LEN, cfg.seed).order
     torch.manual_seed(0)
     blind = build_network("averaging", data.vocab_size, embed_dim=8, hidden_size=8)
     positive, negative = pair_probabilities(blind, order, data.tokenizer)
@@ -66,7 +66,7 @@ def test_an_order_blind_network_ranks_the_texts_of_every_pair_equally(probe_data
 
 def test_probe_sets_are_deterministic_and_well_formed(probe_data):
     cfg, data = probe_data
-    sets, again = (probes.probe_sets(data, MAX_LEN, cfg.seed) for _ in range(2))
+    sets, again = (probe_sets.probe_sets(data, MAX_LEN, cfg.seed) for _ in range(2))
     pd.testing.assert_frame_equal(sets.order.pairs, again.order.pairs)
     assert sets.summary() == again.summary() and sets.notes == {}
     for a, b in ((sets.memory.filler, again.memory.filler), (sets.memory.starts, again.memory.starts),
@@ -77,22 +77,22 @@ def test_probe_sets_are_deterministic_and_well_formed(probe_data):
     order = sets.order
     assert set(order.positive_words) == {"great", "wonderful", "superb", "brilliant"}
     assert set(order.negative_words) == {"awful", "boring", "terrible", "dull"}
-    assert order.templates == list(range(len(probes.TEMPLATES))) and len(order.pairs) == 8 * 16
+    assert order.templates == list(range(len(probe_sets.TEMPLATES))) and len(order.pairs) == 8 * 16
     for pair in order.pairs.itertuples():
         positive, negative = (data.tokenizer.encode(t).ids for t in (pair.positive, pair.negative))
         assert UNK_ID not in positive + negative
         assert sorted(positive) == sorted(negative) and positive != negative
-    other = probes.probe_sets(data, MAX_LEN, cfg.seed + 1).order.pairs
+    other = probe_sets.probe_sets(data, MAX_LEN, cfg.seed + 1).order.pairs
     assert not other.equals(order.pairs)
 
     # Memory: the review whole, then (or after) the filler, within max_len; the filler neutral word by word.
     memory = sets.memory
-    polarity, _ = probes.token_polarity(data.train, data.vocab_size)
-    assert np.abs(polarity[memory.filler]).max() < probes.NEUTRAL_POLARITY
+    polarity, _ = probe_sets.token_polarity(data.train, data.vocab_size)
+    assert np.abs(polarity[memory.filler]).max() < probe_sets.NEUTRAL_POLARITY
     for i in range(0, len(memory.parts), 37):
         part = memory.parts[i]
-        assert len(part) <= probes.PART_TOKENS
-        for k in probes.MEMORY_DISTANCES:
+        assert len(part) <= probe_sets.PART_TOKENS
+        for k in probe_sets.MEMORY_DISTANCES:
             after, before = memory.text(i, "after", k), memory.text(i, "before", k)
             assert len(after) == len(before) == len(part) + min(k, MAX_LEN - len(part)) <= MAX_LEN
             assert np.array_equal(after[:len(part)], part) and np.array_equal(before[len(before) - len(part):], part)
@@ -104,7 +104,7 @@ def test_probe_sets_are_deterministic_and_well_formed(probe_data):
 def test_gradient_norms_through_the_cpu_kernels_equal_torch_nn(arch, monkeypatch):
     rng = np.random.default_rng(0)
     texts = [rng.integers(2, 50, rng.integers(30, 60)).astype(np.int32) for _ in range(16)]
-    gradient = probes.GradientSet(probes.as_split(texts, rng.integers(0, 2, 16)), 25)
+    gradient = probe_sets.GradientSet(probe_sets.as_split(texts, rng.integers(0, 2, 16)), 25)
     torch.manual_seed(0)
     network = build_network(arch, 50, embed_dim=8, hidden_size=8)
     fast = probes.gradient_norms(network, gradient)
@@ -131,7 +131,7 @@ def test_a_tiny_sweep_probes_its_models_into_mlflow_and_the_report(runtime, prob
     steps = {key: [m.step for m in client.get_metric_history(lstm.info.run_id, key)]
              for key in ("probe/memory/after/acc", "probe/memory/before/auroc", "probe/gradient/norm",
                          "probe/gradient_init/norm")}
-    assert steps["probe/memory/after/acc"] == steps["probe/memory/before/auroc"] == list(probes.MEMORY_DISTANCES)
+    assert steps["probe/memory/after/acc"] == steps["probe/memory/before/auroc"] == list(probe_sets.MEMORY_DISTANCES)
     assert steps["probe/gradient/norm"] == steps["probe/gradient_init/norm"] == list(range(26))  # D = 25 here
     assert {a.path for a in client.list_artifacts(lstm.info.run_id, "probes")} == {probes.PROBE_SETS,
                                                                                   probes.ORDER_PAIRS}

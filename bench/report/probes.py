@@ -12,19 +12,18 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from bench.models import RECURRENT
-from bench.probes import (
+from bench.probe_sets import (
     GRADIENT_DISTANCES,
     GRADIENT_TEXTS,
     MEMORY_MIN_LEN,
     MIN_POLARITY,
     MIN_WORD_COUNT,
     NEUTRAL_POLARITY,
-    ORDER_PAIRS,
     PART_TOKENS,
-    PROBE_SETS,
     SENTENCE_TOKENS,
     TEMPLATES,
 )
+from bench.probes import ORDER_PAIRS, PROBE_SETS
 from bench.report.collect import history
 from bench.report.format import dataset_title
 from bench.stats import mean_interval
