@@ -2,6 +2,7 @@
 
 import datetime as dt
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,16 @@ def test_report_matches_golden_and_figures_are_real(tmp_path):
         assert f"]({name})" in text
     assert "[golden/README.md](golden/README.md)" in (out / "README.md").read_text()
 
-    # Reproducible: the same store gives the same figures, byte for byte.
+    # results.json holds the tables' figures: each split's means as the markdown shows them.
+    results = json.loads((out / "golden" / "results.json").read_text())
+    for split in results["test_splits"]:
+        for entry in split["architectures"]:
+            row = f"| `{entry['architecture']}` | {len(entry['seed_accuracies'])} | {100 * entry['mean_acc']:.2f} |"
+            assert row in text, row
+    assert {(s["dataset"], s["architecture"]) for s in results["studies"]} >= {("imdb", "lstm")}
+
+    # Reproducible: the same store gives the same figures and results.json, byte for byte.
+    figures["results.json"] = (out / "golden" / "results.json").read_bytes()
     write_report("golden", uri, out, log=lambda *_: None)
     assert all((out / "golden" / n).read_bytes() == data for n, data in figures.items())
 

@@ -12,6 +12,7 @@ from bench.report.contents import collect_all
 from bench.report.figures import write_figures
 from bench.report.markdown import GENERATED_PREFIX, render_markdown, write_index
 from bench.report.probe_figures import write_figures as write_probe_figures
+from bench.report.results import results_json
 from bench.runtime import redacted
 
 __all__ = ["write_report"]
@@ -20,8 +21,8 @@ __all__ = ["write_report"]
 def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"), now: dt.datetime | None = None,
                  log=print) -> Path:
     """Collect the sweep's runs, render the markdown, draw the figures, write them and the index: reports/<sweep>/
-    README.md with its figures beside it, and reports/README.md indexing every report. The same store gives the same
-    markdown (apart from the generated-at line) and the same figures."""
+    README.md with its figures and results.json beside it, and reports/README.md indexing every report. The same
+    store gives the same markdown (apart from the generated-at line), figures and results.json."""
     client = MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory() as downloads:  # the predictions, read once
         report = collect_all(client, sweep, Path(downloads))
@@ -33,6 +34,7 @@ def write_report(sweep: str, tracking_uri: str, out_dir: Path = Path("reports"),
     write_figures(client, report.studies, report.datasets, folder)
     write_probe_figures(report.probes, report.datasets, folder)
     (folder / "README.md").write_text(markdown)
+    (folder / "results.json").write_text(results_json(sweep, report))
     write_index(out_dir)
     log(f"report written to {folder / 'README.md'}")
     return folder / "README.md"
