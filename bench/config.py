@@ -7,7 +7,6 @@ meaning and default live here, in its field's description; docs/config.md is gen
 
 from __future__ import annotations
 
-import functools
 import inspect
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +20,7 @@ from pydantic import (
     PositiveInt,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -106,6 +106,23 @@ class DataSettings(Strict):
                                                               "split; null: none")
 
 
+class UserArchitecture(Strict):
+    class_path: str = Field(alias="class", description="`module.path:ClassName`: a torch.nn.Module built as "
+                                                       "`ClassName(vocab_size, num_classes, **searchable)` whose "
+                                                       "`forward(ids, lengths)` returns one logit per text for two "
+                                                       "classes (docs/your-own.md)")
+    code: str | None = Field(None, description="the package folder holding it (`examples/mynets` for "
+                                               "`mynets.cnn:TextCNN`), put on the import path and carried by the "
+                                               "logged MLflow model; null: an installed package")
+
+    @model_validator(mode="after")
+    def _importable(self):
+        from bench.models import user_network_class
+
+        user_network_class(self.class_path, self.code)  # the import's own fault, named under this architecture's key
+        return self
+
+
 class SamplerSettings(Strict):
     type: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler, `tpe` or `random`, seeded with `seed`")
     n_startup_trials: int = Field(4, ge=0, description="random trials before TPE starts modelling")
@@ -159,6 +176,10 @@ class SweepConfig(Strict):
     data_dir: str | None = Field(None, description="local mirror folder; null: `$BENCH_DATA_DIR`, else the Hugging "
                                                    "Face Hub")
     datasets: list[str] = Field(min_length=1, description="`imdb`, `sentiment140`")
+    # Before `architectures`: pydantic validates fields in order, and these names must be known by then.
+    user_architectures: dict[str, UserArchitecture] = Field(
+        {}, description="`<name>: {class: ..., code: ...}`: your own networks, named like the built-in ones in "
+                        "`architectures` and `search_spaces`", json_schema_extra={"key": "<name>"})
     architectures: list[str] = Field(min_length=1, description="any of `averaging`, `bag_concat`, `simple_rnn`, "
                                                                "`gru`, `lstm`, `bilstm`")
     data: dict[str, DataSettings] = Field({}, description="per dataset; a dataset left out takes the defaults",
@@ -190,9 +211,20 @@ class SweepConfig(Strict):
     def _known_datasets(cls, names):
         return [_known(name, _datasets(), "dataset") for name in names]
 
+    @field_validator("user_architectures")
+    @classmethod
+    def _register_user_architectures(cls, user):
+        from bench.models import register_architecture
+
+        for name, spec in user.items():
+            register_architecture(name, spec.class_path, spec.code)
+        return user
+
     @field_validator("architectures")
     @classmethod
-    def _known_architectures(cls, names):
+    def _known_architectures(cls, names, info: ValidationInfo):
+        if "user_architectures" not in info.data:  # refused: its error names the cause, unknown names would repeat it
+            return names
         return [_known(name, _architectures(), "architecture") for name in names]
 
     @field_validator("data", "dataset_search_spaces")
@@ -204,7 +236,9 @@ class SweepConfig(Strict):
 
     @field_validator("search_spaces")
     @classmethod
-    def _known_spaces(cls, spaces):
+    def _known_spaces(cls, spaces, info: ValidationInfo):
+        if "user_architectures" not in info.data:
+            return spaces
         for arch, space in spaces.items():
             _known(arch, _architectures(), "architecture")
             _check_param_names(arch, space)
@@ -293,10 +327,12 @@ def _check_param_names(arch, space, context=None):
         )
 
 
-@functools.cache
 def network_params(arch: str) -> frozenset[str]:
-    """The searchable constructor arguments of an architecture (vocab_size comes from the data)."""
-    return frozenset(inspect.signature(_architectures()[arch]).parameters) - {"vocab_size"}
+    """The searchable constructor arguments of an architecture (the vocabulary size and classes come from the
+    data)."""
+    from bench.models import BUILT_ARGUMENTS
+
+    return frozenset(inspect.signature(_architectures()[arch]).parameters) - BUILT_ARGUMENTS
 
 
 def allowed_params(arch: str) -> set[str]:

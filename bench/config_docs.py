@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig, network_params
-from bench.models import ARCHITECTURES
+from bench.models import BUILT_IN
 
 
 def _nested_model(annotation) -> type[BaseModel] | None:
@@ -69,7 +69,7 @@ def reference_markdown() -> str:
         "",
         "| architecture | network parameters |",
         "| --- | --- |",
-        *[f"| `{arch}` | {', '.join(f'`{p}`' for p in sorted(network_params(arch)))} |" for arch in ARCHITECTURES],
+        *[f"| `{arch}` | {', '.join(f'`{p}`' for p in sorted(network_params(arch)))} |" for arch in BUILT_IN],
         "",
         *distributions,
     ])

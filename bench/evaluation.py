@@ -40,7 +40,7 @@ def evaluate_best(ctx: StudyContext, study: optuna.Study) -> None:
             checkpoint = Path(ctx.client.download_artifacts(best.user_attrs["mlflow_run_id"], CHECKPOINT, folder))
             network, _, _ = load_checkpoint(checkpoint)
             metrics = log_test_results(ctx, network, ctx.parent_run_id)
-            log_mlflow_model(checkpoint, ctx.parent_run_id, tracking_uri(ctx.cfg))
+            log_mlflow_model(checkpoint, ctx.arch, ctx.parent_run_id, tracking_uri(ctx.cfg))
         log_best(ctx, best, config, network)
         study.set_user_attr("test_metrics", metrics)
         study.set_user_attr("test_trial", best.number)

@@ -1,4 +1,5 @@
-"""The six text classifiers: token ids and lengths in, one logit per text out.
+"""The six text classifiers, token ids and lengths in, one logit per text out, and the `ARCHITECTURES` registry that a
+sweep config adds its user's networks to (`user_architectures`, docs/your-own.md).
 
 Batches are right-padded with id 0. Every network reads only the real tokens of each text, so padding
 never changes a prediction. Recurrent networks run unpacked over length-bucketed batches and read each text's
@@ -179,15 +180,48 @@ RECURRENT = {"simple_rnn": _recurrent("rnn"), "gru": _recurrent("gru"), "lstm": 
 ARCHITECTURES = {"averaging": Averaging, "bag_concat": BagConcat, **RECURRENT}
 
 
+BUILT_IN = tuple(ARCHITECTURES)
+# A user's architectures, registered from a sweep config: name -> (`module:Class`, its package folder or None), what
+# a checkpoint records to import the class again.
+USER_ARCHITECTURES: dict[str, tuple[str, str | None]] = {}
+BUILT_ARGUMENTS = {"vocab_size", "num_classes"}  # given by bench, not searched
+
+
+def user_network_class(class_path: str, code: str | None) -> type[nn.Module]:
+    """A user's network class, imported and held to the contract's signature. Raises ValueError naming the fault."""
+    from bench.plugins import import_object
+
+    network_class = import_object(class_path, code)
+    if not (isinstance(network_class, type) and issubclass(network_class, nn.Module)):
+        raise ValueError(f"{class_path} is not a torch.nn.Module class")
+    missing = [a for a in ("vocab_size", "num_classes") if a not in inspect.signature(network_class).parameters]
+    if missing:
+        raise ValueError(f"{class_path}: its constructor takes no {' or '.join(missing)}; the contract is "
+                         "Class(vocab_size, num_classes, **searchable)")
+    return network_class
+
+
+def register_architecture(name: str, class_path: str, code: str | None) -> None:
+    """Add a user's network class to ARCHITECTURES under `name`."""
+    if name in BUILT_IN:
+        raise ValueError(f"{name!r} is a built-in architecture's name; choose another")
+    ARCHITECTURES[name] = user_network_class(class_path, code)
+    USER_ARCHITECTURES[name] = (class_path, code)
+
+
 def network_defaults(architecture: str) -> dict:
     """The default of each of the architecture's searchable arguments (its constructor's)."""
     parameters = inspect.signature(ARCHITECTURES[architecture]).parameters
-    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    return {name: p.default for name, p in parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in BUILT_ARGUMENTS}
 
 
 def build_network(architecture: str, vocab_size: int, **params) -> nn.Module:
+    """The architecture's network; the built-in six with Keras' initialisation, a user's with its own."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}")
+    if architecture in USER_ARCHITECTURES:
+        return ARCHITECTURES[architecture](vocab_size, num_classes=2, **params)
     network = ARCHITECTURES[architecture](vocab_size, **params)
     keras_init_(network)
     return network

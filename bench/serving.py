@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer
 
 from bench import data as bench_data
-from bench.models import build_network
+from bench.models import ARCHITECTURES, USER_ARCHITECTURES, build_network, register_architecture
 from bench.runtime import flush_denormals
 
 
@@ -27,6 +27,8 @@ def save_checkpoint(path: Path, architecture: str, network_params: dict, network
             "vocab_size": tokenizer.get_vocab_size(),
             "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "tokenizer": tokenizer.to_str(),
+            # A user's architecture: its `module:Class` and package folder, to import it again wherever it loads.
+            "user_class": list(USER_ARCHITECTURES.get(architecture, ())),
         },
         tmp,
     )
@@ -35,6 +37,10 @@ def save_checkpoint(path: Path, architecture: str, network_params: dict, network
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Tokenizer, dict]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("user_class") and checkpoint["architecture"] not in ARCHITECTURES:
+        class_path, code = checkpoint["user_class"]
+        # In a served model the folder is the model's own copy, which MLflow puts on the import path.
+        register_architecture(checkpoint["architecture"], class_path, code if code and Path(code).is_dir() else None)
     network = build_network(checkpoint["architecture"], checkpoint["vocab_size"], **checkpoint["network_params"])
     network.load_state_dict(checkpoint["state_dict"])
     network.eval()
@@ -94,17 +100,20 @@ class RawTextModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
 
 
-def log_mlflow_model(checkpoint: Path, run_id: str, tracking_uri: str) -> None:
-    """Log the checkpoint to the run as an MLflow pyfunc model named `model`."""
+def log_mlflow_model(checkpoint: Path, architecture: str, run_id: str, tracking_uri: str) -> None:
+    """Log the checkpoint to the run as an MLflow pyfunc model named `model`, with bench's code and, for a user's
+    architecture, the user's package folder."""
     import tokenizers
 
+    _, code = USER_ARCHITECTURES.get(architecture, (None, None))
+    user_code = [str(Path(code).resolve())] if code else []
     mlflow.set_tracking_uri(tracking_uri)  # log_model takes no store or run: it logs to the fluent API's active run
     with mlflow.start_run(run_id=run_id):
         mlflow.pyfunc.log_model(
             name="model",
             python_model=RawTextModel(),
             artifacts={"checkpoint": str(checkpoint)},
-            code_paths=[str(Path(__file__).parent)],
+            code_paths=[str(Path(__file__).parent), *user_code],
             # Stated, not inferred: inference loads the model in a subprocess, which is slow.
             pip_requirements=[
                 f"torch=={torch.__version__.split('+')[0]}",

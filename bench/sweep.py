@@ -22,10 +22,12 @@ from bench.config import SweepConfig
 from bench.context import StudyContext, SweepContext, study_name
 from bench.coordination import Keys
 from bench.evaluation import evaluate_best
+from bench.models import USER_ARCHITECTURES
+from bench.plugins import code_hash
 from bench.preflight import check_networks_build
 from bench.provenance import device_description, run_tags, worker_name
 from bench.replicates import replicates_left, run_replicates
-from bench.runtime import fmt_seconds, log, only_process, redacted, storage_url, tracking_uri
+from bench.runtime import UserError, fmt_seconds, log, only_process, redacted, storage_url, tracking_uri
 from bench.search import make_pruner, make_sampler, open_storage
 from bench.tracking import close_study_run, experiment_id_of, find_or_create_study_run, log_data_stats
 
@@ -75,6 +77,7 @@ def open_study(sweep: SweepContext, config_path, dataset: str, arch: str, data: 
     cfg, client = sweep.cfg, sweep.client
     study = optuna.create_study(study_name=study_name(cfg, dataset, arch), storage=storage, direction="maximize",
                                 sampler=make_sampler(cfg), pruner=make_pruner(cfg, dataset), load_if_exists=True)
+    check_user_code(study, arch)
     # The validated config with overrides applied, so that the hash changes with any override too.
     config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
     tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
@@ -84,6 +87,20 @@ def open_study(sweep: SweepContext, config_path, dataset: str, arch: str, data: 
         if dataset in cfg.study.target_val_acc:  # what the report's time-to-target table reads
             client.set_tag(run_id, "target_val_acc", str(cfg.study.target_val_acc[dataset]))
     return StudyContext(sweep, dataset, arch, data, run_id), study
+
+
+def check_user_code(study: optuna.Study, arch: str) -> None:
+    """A user's architecture: the first worker records its code's hash on the study; a worker whose code differs is
+    refused, so that no study mixes trials of two versions of the network."""
+    if arch not in USER_ARCHITECTURES:
+        return
+    class_path, _ = USER_ARCHITECTURES[arch]
+    ours, recorded = code_hash(class_path), study.user_attrs.get("code_sha256")
+    if recorded is None:
+        study.set_user_attr("code_sha256", ours)
+    elif recorded != ours:
+        raise UserError(f"study {study.study_name}: its trials ran {class_path} with code hash {recorded}, this "
+                        f"worker has {ours}: run the same code, or the sweep under another name")
 
 
 def work_on(ctx: StudyContext, study: optuna.Study, own_store: bool) -> None:

@@ -17,13 +17,13 @@ from bench import preflight, search, sweep
 from bench import trial as bench_trial
 from bench.cli import main
 from bench.config import load_config
-from bench.models import ARCHITECTURES
+from bench.models import BUILT_IN
 from bench.runtime import storage_url, tracking_uri
 from bench.serving import raw_texts_of
 from bench.ui import runs_pages
 
 ROOT = Path(__file__).parents[1]
-SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "sweeps").rglob("*.yaml"))
 
 
 def run(args, capsys):
@@ -43,7 +43,7 @@ def one_error_line(err):
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_sweep_takes_any_single_architecture_or_dataset(config):
     datasets = load_config(config).datasets
-    for arch in ARCHITECTURES:
+    for arch in BUILT_IN:
         assert load_config(config, [f"architectures=[{arch}]"]).architectures == [arch]
     for dataset in datasets:
         assert load_config(config, [f"datasets=[{dataset}]"]).datasets == [dataset]
@@ -120,6 +120,27 @@ def bench_process(*args, env_extra=None):
                             env=env, cwd=ROOT)
 
 
+# `bench ARGS` that signals itself as it prints the first line holding TEXT: the signal lands at that point of the
+# run however loaded the machine is (a signal sent by the test once it reads the line may come after the end).
+SIGNAL_AT = """
+import os, sys
+from bench import runtime
+text, signum = sys.argv[1], int(sys.argv[2])
+print_line = runtime.log
+def log(message):
+    print_line(message)
+    if text in message:
+        os.kill(os.getpid(), signum)
+runtime.log = log  # before the modules that import it load
+from bench.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def signalled_at(text, signum, args, env_extra):
+    return bench_process("-c", SIGNAL_AT, text, str(int(signum)), *args, env_extra=env_extra)
+
+
 def wait_for(process, text):
     """The output lines of `process` up to the first that holds `text`."""
     lines = []
@@ -150,17 +171,15 @@ def test_a_second_process_is_refused_and_a_killed_holder_blocks_nothing(runtime,
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_killed_mid_trial_then_an_immediate_restart(runtime, tiny_sweep, signum):
     # Twenty epochs a trial, none stopped early: the signal lands inside trial 1.
-    args = ["-m", "bench", "sweep", str(tiny_sweep), "architectures=[lstm]", "study.n_trials=3",
-            "study.max_epochs=20", "study.patience=20", "study.pruner.type=none", "--reports", str(runtime / "r")]
-    first = bench_process(*args, env_extra={"BENCH_HOME": str(runtime)})
-    wait_for(first, "trial 1 epoch 1/20")
-    first.send_signal(signum)
+    args = ["sweep", str(tiny_sweep), "architectures=[lstm]", "study.n_trials=3", "study.max_epochs=20",
+            "study.patience=20", "study.pruner.type=none", "--reports", str(runtime / "r")]
+    first = signalled_at("trial 1 epoch 1/20", signum, args, env_extra={"BENCH_HOME": str(runtime)})
     rest = "".join(first.stdout)
     assert first.wait() == (130 if signum == signal.SIGINT else -signal.SIGKILL)
     if signum == signal.SIGINT:
         assert "interrupted: finished trials are kept" in rest and "Traceback" not in rest
 
-    second = bench_process(*args, env_extra={"BENCH_HOME": str(runtime)})
+    second = bench_process("-m", "bench", *args, env_extra={"BENCH_HOME": str(runtime)})
     output = "".join(second.stdout)
     assert second.wait() == 0, output
     assert "retry of trial 1" in output
@@ -184,18 +203,17 @@ def test_killed_mid_trial_then_an_immediate_restart(runtime, tiny_sweep, signum)
 
 @pytest.mark.slow
 def test_killed_mid_replicate_keeps_the_finished_ones_and_reruns_the_killed_one(runtime, tiny_sweep):
-    args = ["-m", "bench", "sweep", str(tiny_sweep), "architectures=[lstm]", "study.n_trials=1", "study.replicates=3",
+    args = ["sweep", str(tiny_sweep), "architectures=[lstm]", "study.n_trials=1", "study.replicates=3",
             "study.max_epochs=6", "study.patience=6", "--reports", str(runtime / "r")]
-    first = bench_process(*args, env_extra={"BENCH_HOME": str(runtime)})
-    wait_for(first, "replicate 1 epoch 1/6")  # replicate 0 has finished
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    # Replicate 0 has finished by then.
+    first = signalled_at("replicate 1 epoch 1/6", signal.SIGKILL, args, env_extra={"BENCH_HOME": str(runtime)})
+    assert first.wait() == -signal.SIGKILL
     cfg = load_config(tiny_sweep, ["architectures=[lstm]"])
     study = optuna.load_study(study_name="tiny/imdb/lstm", storage=storage_url(cfg))
     kept = {k: v for k, v in study.user_attrs.items() if k.startswith("replicate/")}
     assert list(kept) == ["replicate/0/0"]
 
-    second = bench_process(*args, env_extra={"BENCH_HOME": str(runtime)})
+    second = bench_process("-m", "bench", *args, env_extra={"BENCH_HOME": str(runtime)})
     output = "".join(second.stdout)
     assert second.wait() == 0, output
     assert "replicate 1/3" not in output and "replicate 2/3 of trial 0" in output  # 0 kept; 1 and 2 run

@@ -18,7 +18,7 @@ from bench.context import StudyContext, SweepContext, study_name
 from bench.models import build_network
 from bench.runtime import UserError, storage_url
 
-SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").rglob("*.yaml"))
 
 
 def study_of(cfg, arch="averaging"):
