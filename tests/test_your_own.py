@@ -179,7 +179,8 @@ def test_a_user_architecture_is_swept_replicated_reported_and_served(runtime, ti
 
 @pytest.mark.slow
 def test_a_worker_with_other_code_is_refused(runtime, tiny_sweep, user_package, capsys):
-    args = [*user_arch(user_package, "nets:Mean"), "architectures=[mine]", "study.n_trials=1"]
+    args = [*user_arch(user_package, "nets:Mean"), "architectures=[mine]", "study.n_trials=1", "--reports",
+            str(runtime / "reports")]
     assert main(["sweep", str(tiny_sweep), *args]) == 0
     capsys.readouterr()
     (user_package / "nets.py").write_text(NETS + "\n# changed\n")
