@@ -122,8 +122,10 @@ def bench_process(*args, env_extra=None):
 
 # `bench ARGS` that signals itself as it prints the first line holding TEXT: the signal lands at that point of the
 # run however loaded the machine is (a signal sent by the test once it reads the line may come after the end).
+# SIGINT is handled as in a terminal: a test run started in the background (`cmd &`) inherits it ignored.
 SIGNAL_AT = """
-import os, sys
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from bench import runtime
 text, signum = sys.argv[1], int(sys.argv[2])
 print_line = runtime.log
