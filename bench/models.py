@@ -194,7 +194,7 @@ def user_network_class(class_path: str, code: str | None) -> type[nn.Module]:
     network_class = import_object(class_path, code)
     if not (isinstance(network_class, type) and issubclass(network_class, nn.Module)):
         raise ValueError(f"{class_path} is not a torch.nn.Module class")
-    missing = [a for a in ("vocab_size", "num_classes") if a not in inspect.signature(network_class).parameters]
+    missing = [a for a in sorted(BUILT_ARGUMENTS, reverse=True) if a not in inspect.signature(network_class).parameters]
     if missing:
         raise ValueError(f"{class_path}: its constructor takes no {' or '.join(missing)}; the contract is "
                          "Class(vocab_size, num_classes, **searchable)")
