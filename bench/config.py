@@ -18,6 +18,9 @@ from pydantic import (
     Discriminator,
     Field,
     PositiveInt,
+    StrictBool,
+    StrictInt,
+    StrictStr,
     Tag,
     ValidationError,
     ValidationInfo,
@@ -106,11 +109,45 @@ class DataSettings(Strict):
                                                               "split; null: none")
 
 
+class UserDataset(Strict):
+    train: str = Field(description="the training file, `.parquet`, `.csv`, `.json` or `.jsonl`, from the working "
+                                   "directory; `$VARS` expanded (`$BENCH_DATA_DIR/imdb/train.parquet`)")
+    test: str | None = Field(None, description="the test file, in the same format; null: `test_fraction`")
+    test_fraction: float | None = Field(None, gt=0, lt=1, description="without a test file: this stratified, seeded "
+                                                                      "share of the training file is the test split")
+    text_column: str = Field("text", description="the column holding each text")
+    label_column: str = Field("label", description="the column holding each label")
+    labels: list[StrictStr | StrictInt | StrictBool] = Field(
+        min_length=2, description="the classes in order, spelt as in the files (`1` and `\"1\"` differ); any other "
+                                  "value in the files is an error; with two, the second is the positive class")
+
+    @field_validator("train", "test")
+    @classmethod
+    def _readable(cls, path):
+        from bench.data_files import check_path
+
+        return path if path is None else check_path(path)
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels):
+        repeated = sorted({repr(v) for v in labels if labels.count(v) > 1})
+        if repeated:
+            raise ValueError(f"label(s) {', '.join(repeated)} listed more than once")
+        return labels
+
+    @model_validator(mode="after")
+    def _one_test_split(self):
+        if (self.test is None) == (self.test_fraction is None):
+            raise ValueError("set one of test (a file) and test_fraction (a share of train)")
+        return self
+
+
 class UserArchitecture(Strict):
     class_path: str = Field(alias="class", description="`module.path:ClassName`: a torch.nn.Module built as "
                                                        "`ClassName(vocab_size, num_classes, **searchable)` whose "
-                                                       "`forward(ids, lengths)` returns one logit per text for two "
-                                                       "classes (docs/your-own.md)")
+                                                       "`forward(ids, lengths)` returns logits: one per text for two "
+                                                       "classes, `num_classes` for more (docs/your-own.md)")
     code: str | None = Field(None, description="the package folder holding it (`examples/mynets` for "
                                                "`mynets.cnn:TextCNN`), put on the import path and carried by the "
                                                "logged MLflow model; null: an installed package")
@@ -175,7 +212,11 @@ class SweepConfig(Strict):
     seed: int = Field(0, description="splits, sampler and each trial's initialisation (`seed + trial number`)")
     data_dir: str | None = Field(None, description="local mirror folder; null: `$BENCH_DATA_DIR`, else the Hugging "
                                                    "Face Hub")
-    datasets: list[str] = Field(min_length=1, description="`imdb`, `sentiment140`")
+    # Before `datasets`: pydantic validates fields in order, and these names must be known by then.
+    user_datasets: dict[str, UserDataset] = Field(
+        {}, description="`<name>: {train: ..., labels: [...], ...}`: your own datasets, named like the built-in ones "
+                        "in `datasets`, `data` and the per-dataset keys", json_schema_extra={"key": "<name>"})
+    datasets: list[str] = Field(min_length=1, description="`imdb`, `sentiment140`, or a name of `user_datasets`")
     # Before `architectures`: pydantic validates fields in order, and these names must be known by then.
     user_architectures: dict[str, UserArchitecture] = Field(
         {}, description="`<name>: {class: ..., code: ...}`: your own networks, named like the built-in ones in "
@@ -206,9 +247,20 @@ class SweepConfig(Strict):
         "auto", description="Lightning precision: `auto` (`bf16-mixed` on a GPU that supports it, else `32-true`), "
                         "`32-true`, `bf16-mixed`, `bf16-true` or `64-true`")
 
+    @field_validator("user_datasets")
+    @classmethod
+    def _register_user_datasets(cls, user):
+        from bench.data import register_dataset
+
+        for name, spec in user.items():
+            register_dataset(name, spec)
+        return user
+
     @field_validator("datasets")
     @classmethod
-    def _known_datasets(cls, names):
+    def _known_datasets(cls, names, info: ValidationInfo):
+        if "user_datasets" not in info.data:  # refused: its error names the cause, unknown names would repeat it
+            return names
         return [_known(name, _datasets(), "dataset") for name in names]
 
     @field_validator("user_architectures")

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from bench import data_files
+from bench.data_files import FileDatasetSpec
 from bench.runtime import UserError, runtime_dir
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -32,12 +34,24 @@ class DatasetSpec:
     label_column: str
     label_map: dict[int, int]  # source label -> class (0 negative, 1 positive)
     dropped_labels: tuple[int, ...] = ()  # source labels removed from test (Sentiment140's neutral)
+    class_names: tuple[str, ...] = ("negative", "positive")  # by class
+    text_column: str = "text"
 
 
-DATASETS = {
+# Every dataset by name; a sweep config adds its user's datasets (`user_datasets`, data_files.py).
+DATASETS: dict[str, DatasetSpec | FileDatasetSpec] = {
     "imdb": DatasetSpec("stanfordnlp/imdb", "label", {0: 0, 1: 1}),
     "sentiment140": DatasetSpec("stanfordnlp/sentiment140", "sentiment", {0: 0, 4: 1}, dropped_labels=(2,)),
 }
+BUILT_IN = tuple(DATASETS)
+
+
+def register_dataset(name: str, settings) -> None:
+    """Add a user's dataset (config.UserDataset) to DATASETS under `name`."""
+    if name in BUILT_IN:
+        raise ValueError(f"{name!r} is a built-in dataset's name; choose another")
+    DATASETS[name] = FileDatasetSpec(settings.train, settings.test, settings.test_fraction, settings.text_column,
+                                     settings.label_column, tuple(settings.labels))
 
 
 class DataError(UserError, RuntimeError):
@@ -74,6 +88,14 @@ class EncodedDataset:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return DATASETS[self.name].class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
 
 def make_tokenizer(max_len: int) -> Tokenizer:
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
@@ -108,14 +130,16 @@ def _no_data_message(name: str, problem: str) -> str:
     )
 
 
-def load_source(name: str, data_dir: Path | None) -> dict:
-    """The raw train and test splits as `datasets.Dataset`s with columns text and the label column."""
+def load_source(name: str, data_dir: Path | None, seed: int) -> dict:
+    """The raw train and test splits as `datasets.Dataset`s with the text and label columns."""
     import datasets  # slow import; only needed on a cache miss
 
     if not sys.stderr.isatty():
         datasets.disable_progress_bars()  # in logs their carriage returns pile up on one line
 
     spec = DATASETS[name]
+    if isinstance(spec, FileDatasetSpec):
+        return data_files.load_sources(spec, seed, DataError)
     columns = ["text", spec.label_column]
     cache_dir = str(runtime_dir() / "hf")
     splits = {}
@@ -224,6 +248,17 @@ def split_training_rows(name: str, labels: np.ndarray, settings, rng: np.random.
     return rng.permutation(keep[~is_val]), rng.permutation(keep[is_val]), heldout_idx
 
 
+def _check_validation_classes(name: str, spec, train_labels: np.ndarray, val_labels: np.ndarray, settings) -> None:
+    """Every class the training split has reaches the validation split too: its accuracy and pruning read it."""
+    missing = sorted(set(train_labels.tolist()) - set(val_labels.tolist()), key=str)
+    if missing:
+        counts = {label: int((train_labels == label).sum()) for label in missing}
+        raise DataError(f"data.{name}: class(es) {', '.join(f'{v!r} ({n} rows)' for v, n in counts.items())} too "
+                        f"small for a validation share of {settings.val_fraction}: it gets no row; give each class "
+                        f"at least {int(np.ceil(0.5 / settings.val_fraction))} training rows or raise "
+                        f"data.{name}.val_fraction")
+
+
 def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
     """Split, train the tokeniser on the training split only, and encode every split."""
     spec = DATASETS[name]
@@ -233,14 +268,15 @@ def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
 
     raw_train = np.asarray(train_src.data.column(spec.label_column))
     train_idx, val_idx, heldout_idx = split_training_rows(name, raw_train, settings, rng)
+    _check_validation_classes(name, spec, raw_train[train_idx], raw_train[val_idx], settings)
 
-    texts = train_src.data.column("text")
+    texts = train_src.data.column(spec.text_column)
     train_texts = texts.take(train_idx).to_pylist()
     val_texts = texts.take(val_idx).to_pylist()
 
     raw_test = np.asarray(test_src.data.column(spec.label_column))
     test_keep = np.flatnonzero(~np.isin(raw_test, spec.dropped_labels))
-    test_texts = test_src.data.column("text").take(test_keep).to_pylist()
+    test_texts = test_src.data.column(spec.text_column).take(test_keep).to_pylist()
 
     tokenizer = make_tokenizer(settings.max_len)
     trainer = trainers.WordLevelTrainer(vocab_size=settings.vocab_size, special_tokens=[PAD, UNK])
@@ -260,6 +296,8 @@ def build(name: str, sources: dict, settings, seed: int) -> EncodedDataset:
         "source_rows": {"train": len(raw_train), "test": len(raw_test)},
         "vocab_size": tokenizer.get_vocab_size(),
         "train_tokens": _length_stats(train),
+        **({"classes": ", ".join(spec.class_names), "shared_texts": data_files.shared_texts(train_src, test_src, spec)}
+           if isinstance(spec, FileDatasetSpec) else {}),
     }
     return EncodedDataset(name, tokenizer, train, val, test, stats, heldout)
 
@@ -270,13 +308,15 @@ _MEMO: dict[str, EncodedDataset] = {}  # one encoding per dataset and process, s
 
 def load(name: str, settings, seed: int, data_dir: str | None = None, log=print) -> EncodedDataset:
     """The encoded dataset, from the on-disk cache when its content and settings match."""
-    sources = load_source(name, resolve_data_dir(data_dir))
+    sources = load_source(name, resolve_data_dir(data_dir), seed)
+    spec = DATASETS[name]
     key_material = {
         "name": name,
         "fingerprints": {s: ds._fingerprint for s, ds in sources.items()},
-        "settings": settings.model_dump(),
+        "settings": settings.model_dump(exclude={"vectors"}),  # vectors are not encoded
         "seed": seed,
         "version": CACHE_VERSION,
+        **({"spec": spec.cache_material()} if isinstance(spec, FileDatasetSpec) else {}),
     }
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
     if key in _MEMO:
@@ -290,6 +330,9 @@ def load(name: str, settings, seed: int, data_dir: str | None = None, log=print)
         dataset = build(name, sources, settings, seed)
         _write_cache(dataset, path)
         log(f"[{name}] cached at {path}")
+    if dataset.stats.get("shared_texts"):
+        log(f"[{name}] warning: {dataset.stats['shared_texts']} distinct text(s) are in both train and test; a model "
+            "is tested on some of what it trained on")
     _MEMO[key] = dataset
     return dataset
 

@@ -11,14 +11,14 @@ import numpy as np
 import optuna
 import pandas as pd
 import torch
-from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_f1_score
 
 from bench import data as bench_data
 from bench.budget import trials_pending
 from bench.context import StudyContext
+from bench.module import classification_metrics
 from bench.runtime import log, tracking_uri
 from bench.search import has_complete
-from bench.serving import load_checkpoint, log_mlflow_model, predict_probabilities
+from bench.serving import load_checkpoint, log_mlflow_model, predict_probabilities, predicted_classes
 from bench.tracking import CHECKPOINT, log_metrics
 from bench.trial import recorded_config
 
@@ -64,20 +64,29 @@ def log_best(ctx: StudyContext, best: optuna.trial.FrozenTrial, config: dict, ne
 
 def log_test_results(ctx: StudyContext, network: torch.nn.Module, run_id: str) -> dict[str, float]:
     """Metrics on the test split, and on the held-out split where the dataset has one, logged to the run with each
-    row's label and probability (test_predictions.csv, heldout_predictions.csv); returns the metrics."""
+    row's label and probabilities (test_predictions.csv, heldout_predictions.csv); returns the metrics."""
     metrics = {}
     for name, split in (("test", ctx.data.test), ("heldout", ctx.data.heldout)):
         if split is None:
             continue
         probability = predict_probabilities(network, split)
-        scores, labels = torch.from_numpy(probability), torch.from_numpy(split.labels)
-        metrics.update({f"{name}/acc": binary_accuracy(scores, labels), f"{name}/f1": binary_f1_score(scores, labels),
-                        f"{name}/auroc": binary_auroc(scores, labels)})
-        predictions = pd.DataFrame({"row": np.arange(len(split)), "label": split.labels, "probability": probability})
+        collection = classification_metrics(ctx.data.num_classes, f"{name}/")
+        metrics.update(collection(torch.from_numpy(probability), torch.from_numpy(split.labels)))
+        predictions = predictions_table(split.labels, probability, ctx.data.class_names)
         ctx.client.log_text(run_id, predictions.to_csv(index=False, float_format="%.5g"), f"{name}_predictions.csv")
     metrics = {k: float(v) for k, v in metrics.items()}
     log_metrics(ctx.client, run_id, metrics)
     return metrics
+
+
+def predictions_table(labels: np.ndarray, probability: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
+    """Each row's label and the positive class's probability (two classes); for K, the predicted class and every
+    class's probability (`probability/<class name>`)."""
+    table = pd.DataFrame({"row": np.arange(len(labels)), "label": labels})
+    if probability.ndim == 1:
+        return table.assign(probability=probability)
+    table["predicted"] = predicted_classes(probability)
+    return pd.concat([table, pd.DataFrame(probability, columns=[f"probability/{c}" for c in class_names])], axis=1)
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""The six text classifiers, token ids and lengths in, one logit per text out, and the `ARCHITECTURES` registry that a
-sweep config adds its user's networks to (`user_architectures`, docs/your-own.md).
+"""The six text classifiers, token ids and lengths in, logits out (one per text for two classes, K for K > 2), and
+the `ARCHITECTURES` registry that a sweep config adds its user's networks to (`user_architectures`,
+docs/your-own.md).
 
 Batches are right-padded with id 0. Every network reads only the real tokens of each text, so padding
 never changes a prediction. Recurrent networks run unpacked over length-bucketed batches and read each text's
@@ -45,13 +46,18 @@ def keras_init_(module: nn.Module) -> None:
                         p.data[m.hidden_size : 2 * m.hidden_size] = 1.0  # gate order i, f, g, o
 
 
-def mlp_head(in_features: int, hidden_size: int, dropout: float) -> nn.Sequential:
-    """Optional hidden ReLU layer, then one logit."""
+def logit_count(num_classes: int) -> int:
+    """Two classes: one logit (BCE), so that binary results and checkpoints stay as they were; K > 2: K logits."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def mlp_head(in_features: int, hidden_size: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """Optional hidden ReLU layer, then the logits."""
     if hidden_size == 0:
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, 1))
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, logit_count(num_classes)))
     return nn.Sequential(
         nn.Dropout(dropout), nn.Linear(in_features, hidden_size), nn.ReLU(), nn.Dropout(dropout),
-        nn.Linear(hidden_size, 1),
+        nn.Linear(hidden_size, logit_count(num_classes)),
     )
 
 
@@ -62,13 +68,13 @@ class Averaging(nn.Module):
     extra embedding rows (fastText's bigrams): the mean then sees local word order, e.g. "not good".
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 0, dropout: float = 0.0,
-                 bigram_buckets: int = 0):
+    def __init__(self, vocab_size: int, num_classes: int = 2, embed_dim: int = 64, hidden_size: int = 0,
+                 dropout: float = 0.0, bigram_buckets: int = 0):
         super().__init__()
         self.vocab_size, self.bigram_buckets = vocab_size, bigram_buckets
         # EmbeddingBag averages without building the (batch, time, dim) tensor; padding_idx is left out.
         self.embedding = nn.EmbeddingBag(vocab_size + bigram_buckets, embed_dim, mode="mean", padding_idx=PAD_ID)
-        self.head = mlp_head(embed_dim, hidden_size, dropout)
+        self.head = mlp_head(embed_dim, hidden_size, dropout, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.bigram_buckets:
@@ -81,12 +87,12 @@ class Averaging(nn.Module):
 class BagConcat(nn.Module):
     """Embeddings of the first `bag_len` tokens, concatenated in order -> MLP -> logit (fixed window)."""
 
-    def __init__(self, vocab_size: int, embed_dim: int = 32, bag_len: int = 64, hidden_size: int = 64,
-                 dropout: float = 0.0):
+    def __init__(self, vocab_size: int, num_classes: int = 2, embed_dim: int = 32, bag_len: int = 64,
+                 hidden_size: int = 64, dropout: float = 0.0):
         super().__init__()
         self.bag_len = bag_len
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.head = mlp_head(bag_len * embed_dim, hidden_size, dropout)
+        self.head = mlp_head(bag_len * embed_dim, hidden_size, dropout, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids = ids[:, : self.bag_len]
@@ -112,7 +118,7 @@ class Recurrent(nn.Module):
     CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
     def __init__(self, vocab_size: int, cell: str, bidirectional: bool = False, embed_dim: int = 64,
-                 hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0):
+                 hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0, num_classes: int = 2):
         super().__init__()
         rnn = self.CELLS[cell]
         self.bidirectional = bidirectional
@@ -125,7 +131,7 @@ class Recurrent(nn.Module):
         else:
             self.rnn = rnn(embed_dim, hidden_size, num_layers, batch_first=True,
                            dropout=dropout if num_layers > 1 else 0.0)
-        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), 1)
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), logit_count(num_classes))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, packed: bool = False) -> torch.Tensor:
         """packed: run each layer over pack_padded_sequence, the textbook way (perf.py's naive baseline); the
@@ -167,8 +173,8 @@ class Recurrent(nn.Module):
 
 
 def _recurrent(cell: str, bidirectional: bool = False):
-    def make(vocab_size, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0) -> Recurrent:
-        return Recurrent(vocab_size, cell, bidirectional, embed_dim, hidden_size, num_layers, dropout)
+    def make(vocab_size, num_classes=2, embed_dim=64, hidden_size=64, num_layers=1, dropout=0.0) -> Recurrent:
+        return Recurrent(vocab_size, cell, bidirectional, embed_dim, hidden_size, num_layers, dropout, num_classes)
 
     return make
 
@@ -216,12 +222,11 @@ def network_defaults(architecture: str) -> dict:
             if p.default is not inspect.Parameter.empty and name not in BUILT_ARGUMENTS}
 
 
-def build_network(architecture: str, vocab_size: int, **params) -> nn.Module:
+def build_network(architecture: str, vocab_size: int, num_classes: int = 2, **params) -> nn.Module:
     """The architecture's network; the built-in six with Keras' initialisation, a user's with its own."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}")
-    if architecture in USER_ARCHITECTURES:
-        return ARCHITECTURES[architecture](vocab_size, num_classes=2, **params)
-    network = ARCHITECTURES[architecture](vocab_size, **params)
-    keras_init_(network)
+    network = ARCHITECTURES[architecture](vocab_size, num_classes=num_classes, **params)
+    if architecture not in USER_ARCHITECTURES:
+        keras_init_(network)
     return network

@@ -10,7 +10,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+)
 
 from bench import data as bench_data
 from bench import kernels
@@ -30,6 +37,29 @@ def training_loader(split: bench_data.Split, batch_size: int, seed: int, validat
     return bench_data.loader(split, batch_size, shuffle=True, seed=seed, groups=groups)
 
 
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy, F1 and AUROC: binary ones for two classes; for K, micro accuracy (set explicitly: torchmetrics'
+    default is macro, torchmetrics#2320), macro F1 and one-vs-rest macro AUROC."""
+    if num_classes == 2:
+        metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+    else:
+        metrics = {"acc": MulticlassAccuracy(num_classes, average="micro"),
+                   "f1": MulticlassF1Score(num_classes, average="macro"),
+                   "auroc": MulticlassAUROC(num_classes, average="macro")}
+    return MetricCollection(metrics, prefix=prefix)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE on one logit per text, cross-entropy on K."""
+    if logits.dim() == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+    return nn.functional.cross_entropy(logits, labels)
+
+
+def predicted(logits: torch.Tensor) -> torch.Tensor:
+    return (logits > 0).long() if logits.dim() == 1 else logits.argmax(dim=-1)
+
+
 def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> float:
     """Floating-point operations of a training step (forward, loss, backward) per real token of the batch, counted
     by PyTorch's FlopCounterMode on a CPU copy of the network in eval mode (so that no random number is drawn).
@@ -43,7 +73,7 @@ def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: tor
     with (torch.inference_mode(False), torch.enable_grad(), torch.backends.mkldnn.flags(enabled=False),
           kernels.torch_nn_layers(), FlopCounterMode(display=False) as counter):
         logits = counted(ids.cpu(), lengths.cpu())
-        nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
+        classification_loss(logits, torch.zeros(len(logits), dtype=torch.long)).backward()
     return counter.get_total_flops() / float(lengths.sum())
 
 
@@ -55,7 +85,8 @@ def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.
 class ClassifierModule(L.LightningModule):
     """Trains, validates and tests one network; keeps the weights of its best validation epoch."""
 
-    def __init__(self, network: nn.Module, lr: float, weight_decay: float, grad_clip: float | None):
+    def __init__(self, network: nn.Module, lr: float, weight_decay: float, grad_clip: float | None,
+                 num_classes: int = 2):
         super().__init__()
         self.network = network
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
@@ -63,14 +94,13 @@ class ClassifierModule(L.LightningModule):
         # its manual_backward / optimizer.step wrappers, run every callback's hooks at each step. The cost: no
         # gradient scaling, so config.py allows only precisions that need none.
         self.automatic_optimization = False
-        self.loss_fn = nn.BCEWithLogitsLoss()
         # Training metrics are computed once an epoch from what each step keeps, not updated at every step. The
         # loss is checked for NaN then too.
         self.train_loss = MeanMetric(nan_strategy="disable")
-        self.train_acc = BinaryAccuracy()
+        # Of predicted classes, not logits, which torchmetrics would read as probabilities if all were in [0, 1].
+        self.train_acc = BinaryAccuracy() if num_classes == 2 else MulticlassAccuracy(num_classes, average="micro")
         self._epoch_outputs: list[tuple[torch.Tensor, ...]] = []  # (loss, logits, labels, lengths) per step
-        self.val_metrics = MetricCollection({"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()},
-                                            prefix="val/")
+        self.val_metrics = classification_metrics(num_classes, "val/")
         self.val_acc_best = MaxMetric()
         self.best_state: dict | None = None  # weights of the best validation epoch, kept in memory
         self._fit_start = self._interval_start = 0.0
@@ -85,7 +115,7 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch):
         ids, lengths, labels = batch
         logits = self.network(ids, lengths).float()  # not self(...): one module call less per step
-        return logits, labels, self.loss_fn(logits, labels.float())
+        return logits, labels, classification_loss(logits, labels)
 
     def on_fit_start(self):
         self._fit_start = time.perf_counter()
@@ -147,8 +177,7 @@ class ClassifierModule(L.LightningModule):
         losses, logits, labels, lengths = zip(*self._epoch_outputs)
         self._epoch_outputs = []
         self.train_loss.update(torch.stack(losses), torch.tensor([len(y) for y in labels], device=self.device))
-        # Predicted labels, not logits, which torchmetrics would read as probabilities if all were in [0, 1].
-        self.train_acc.update((torch.cat(logits) > 0).long(), torch.cat(labels))
+        self.train_acc.update(predicted(torch.cat(logits)), torch.cat(labels))
         train_loss = self.train_loss.compute()
         if not torch.isfinite(train_loss):
             raise FloatingPointError(f"training loss is {train_loss.item()} at epoch {self.current_epoch}")

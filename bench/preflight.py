@@ -1,6 +1,6 @@
 """The config's networks checked before any data loads: each architecture built with each value its search space
-can give, and held to bench's contract (one finite logit per text, gradients to every parameter, right-padding that
-changes nothing, a state_dict that rebuilds it)."""
+can give, and held to bench's contract (finite logits of the right shape, gradients to every parameter,
+right-padding that changes nothing, a state_dict that rebuilds it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from bench.config import CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig, split_params
-from bench.models import USER_ARCHITECTURES, build_network
+from bench.data import DATASETS
+from bench.models import USER_ARCHITECTURES, build_network, logit_count
 from bench.module import make_optimizer
 
 # Two texts of a 10-word vocabulary, right-padded with id 0 as bench's batches are.
@@ -23,40 +24,44 @@ def check_networks_build(cfg: SweepConfig, config_path: str | Path) -> None:
     problems = {}
     for arch in cfg.architectures:
         where = f"user_architectures.{arch}" if arch in USER_ARCHITECTURES else "architectures"
-        if problem := network_problem(arch, {}, "its defaults"):
-            problems[f"{where}: {arch} {problem}"] = None
-            continue
         for dataset in cfg.datasets:
+            classes = len(DATASETS[dataset].class_names)
+            if problem := network_problem(arch, {}, "its defaults", classes):
+                problems[f"{where}: {arch} {problem}"] = None
+                break
             for name, spec in cfg.space_for(arch, dataset).items():
                 for value in _values_of(spec):
-                    if problem := network_problem(arch, {name: value}, repr(value)):
+                    if problem := network_problem(arch, {name: value}, repr(value), classes):
                         problems[f"{cfg.key_of(arch, dataset, name)}: {arch} {problem}"] = None
     if problems:
         raise ConfigError(f"{config_path}: " + "; ".join(problems))
 
 
-def network_problem(arch: str, params: dict, label: str) -> str | None:
-    """What goes wrong building the network and its optimiser from `params` (`label` names them) and running it, or
-    None."""
+def network_problem(arch: str, params: dict, label: str, num_classes: int = 2) -> str | None:
+    """What goes wrong building the network for `num_classes` and its optimiser from `params` (`label` names them)
+    and running it, or None."""
     training, network_params = split_params(params)
     try:
-        network = build_network(arch, 10, **network_params)
+        network = build_network(arch, 10, num_classes, **network_params)
         make_optimizer(network, training["lr"], training["weight_decay"])
-        problem = contract_problem(network, lambda: build_network(arch, 10, **network_params))
+        problem = contract_problem(network, lambda: build_network(arch, 10, num_classes, **network_params),
+                                   logit_count(num_classes))
     except Exception as error:
         return f"refuses {label} ({type(error).__name__}: {error})"
     return f"with {label} {problem}" if problem else None
 
 
-def contract_problem(network: torch.nn.Module, rebuild) -> str | None:
+def contract_problem(network: torch.nn.Module, rebuild, logits_per_text: int = 1) -> str | None:
     """How the network breaks bench's contract, or None; `rebuild` makes another of it, for the state_dict check."""
     if not isinstance(network, torch.nn.Module):
         return f"is built as a {type(network).__name__}, not a torch.nn.Module"
     network.eval()  # no dropout: the checks below compare outputs
     logits = network(SAMPLE_IDS, SAMPLE_LENGTHS)
-    if not isinstance(logits, torch.Tensor) or logits.shape != (2,):
+    expected = (2,) if logits_per_text == 1 else (2, logits_per_text)
+    if not isinstance(logits, torch.Tensor) or logits.shape != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        return f"returns {shape} for 2 texts; expected shape (2,), one logit per text"
+        what = "one logit per text" if logits_per_text == 1 else f"{logits_per_text} logits per text, one per class"
+        return f"returns {shape} for 2 texts; expected shape {expected}, {what}"
     if not torch.isfinite(logits).all():
         return "returns logits that are not finite"
     logits.sum().backward()

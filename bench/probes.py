@@ -34,6 +34,8 @@ from bench.runtime import UserError, log, redacted
 from bench.serving import load_checkpoint, predict_probabilities
 from bench.tracking import CHECKPOINT
 
+# The probe sets are negative and positive reviews: a user's dataset, of any classes, has no such texts.
+NOT_SENTIMENT = "the probes' texts are negative and positive sentiment, the classes of the built-in datasets only"
 TIE = 1e-6  # probabilities closer than this count as equal: float32 sums in another order differ by less
 PROBE_SETS, ORDER_PAIRS = "probes/probe_sets.json", "probes/order_pairs.csv"  # artifacts of each study's run
 
@@ -214,6 +216,11 @@ def run_probes(cfg: SweepConfig, tracking_uri: str, again: bool) -> None:
     for dataset in cfg.datasets:
         todo = [r for r in studies if r.data.tags.get("dataset") == dataset]
         if not todo:
+            continue
+        if dataset not in bench_data.BUILT_IN:
+            log(f"[{dataset}] probes skipped: {NOT_SENTIMENT}")
+            for run in todo:
+                client.set_tag(run.info.run_id, "probes", f"skipped: {NOT_SENTIMENT}")
             continue
         data = bench_data.load(dataset, cfg.data_for(dataset), cfg.seed, cfg.data_dir, log=log)
         max_len = cfg.data_for(dataset).max_len

@@ -17,7 +17,7 @@ from bench.runtime import flush_denormals
 
 
 def save_checkpoint(path: Path, architecture: str, network_params: dict, network: torch.nn.Module,
-                    tokenizer: Tokenizer) -> None:
+                    tokenizer: Tokenizer, class_names: tuple[str, ...]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(
@@ -25,6 +25,7 @@ def save_checkpoint(path: Path, architecture: str, network_params: dict, network
             "architecture": architecture,
             "network_params": network_params,
             "vocab_size": tokenizer.get_vocab_size(),
+            "class_names": list(class_names),  # by class: what the served model answers
             "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "tokenizer": tokenizer.to_str(),
             # A user's architecture: its `module:Class` and package folder, to import it again wherever it loads.
@@ -41,29 +42,43 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Tokenizer, dict]
         class_path, code = checkpoint["user_class"]
         # In a served model the folder is the model's own copy, which MLflow puts on the import path.
         register_architecture(checkpoint["architecture"], class_path, code if code and Path(code).is_dir() else None)
-    network = build_network(checkpoint["architecture"], checkpoint["vocab_size"], **checkpoint["network_params"])
+    checkpoint.setdefault("class_names", ["negative", "positive"])  # saved before there were more classes
+    network = build_network(checkpoint["architecture"], checkpoint["vocab_size"], len(checkpoint["class_names"]),
+                            **checkpoint["network_params"])
     network.load_state_dict(checkpoint["state_dict"])
     network.eval()
     return network, Tokenizer.from_str(checkpoint["tokenizer"]), checkpoint
 
 
+def probabilities_of(logits: torch.Tensor) -> torch.Tensor:
+    """One logit per text: the positive class's probability; K: each class's."""
+    return torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, dim=-1)
+
+
+def predicted_classes(probability: np.ndarray) -> np.ndarray:
+    """The class of each row of predict_probabilities' answer."""
+    return (probability > 0.5).astype(np.int64) if probability.ndim == 1 else probability.argmax(axis=1)
+
+
 @torch.no_grad()
 def predict_probabilities(network: torch.nn.Module, split: bench_data.Split) -> np.ndarray:
-    """The positive class's probability for each row of the split, in row order."""
+    """For each row of the split, in row order: the positive class's probability (two classes), or each class's (a
+    (rows, K) array)."""
     network.eval()
     device = next(network.parameters()).device
-    probability = np.empty(len(split), dtype=np.float32)
-    if len(split) == 0:  # no batch to pad
-        return probability
     batches = bench_data.Batches(split)
+    probability = None
     for rows in bench_data.BucketBatches(split.lengths, 512, shuffle=False):
         ids, lengths, _ = batches[rows]
-        probability[rows] = torch.sigmoid(network(ids.to(device), lengths.to(device)).float()).cpu().numpy()
-    return probability
+        batch = probabilities_of(network(ids.to(device), lengths.to(device)).float()).cpu().numpy()
+        if probability is None:
+            probability = np.empty((len(split), *batch.shape[1:]), dtype=np.float32)
+        probability[rows] = batch
+    return np.empty(0, dtype=np.float32) if probability is None else probability  # None: no row, so no batch
 
 
 def predict_texts(network: torch.nn.Module, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
-    """The positive class's probability for each raw text, in order."""
+    """predict_probabilities for raw texts, in order."""
     return predict_probabilities(network, bench_data.encode(tokenizer, texts, np.zeros(len(texts), dtype=np.int64)))
 
 
@@ -87,17 +102,23 @@ def raw_texts_of(model_input) -> list[str]:
 
 
 class RawTextModel(mlflow.pyfunc.PythonModel):
-    """MLflow model: raw texts (a list, a Series, or a DataFrame with a `text` column) in, label and probability
-    out."""
+    """MLflow model: raw texts (a list, a Series, or a DataFrame with a `text` column) in; each text's predicted
+    class name (`label`) and that class's probability out."""
 
     def load_context(self, context):
         flush_denormals()  # a served model's process is not started by bench's CLI
-        self.network, self.tokenizer, _ = load_checkpoint(context.artifacts["checkpoint"])
+        self.network, self.tokenizer, checkpoint = load_checkpoint(context.artifacts["checkpoint"])
+        self.class_names = np.array(checkpoint["class_names"], dtype=object)
 
     # The type hint also tells MLflow not to infer a schema from it (it warns on a predict without hints).
     def predict(self, context, model_input: pd.DataFrame, params=None):
         probability = predict_texts(self.network, self.tokenizer, raw_texts_of(model_input))
-        return pd.DataFrame({"label": (probability > 0.5).astype(int), "probability": probability})
+        classes = predicted_classes(probability)
+        if probability.ndim == 1:  # the positive class's: the predicted one's is its complement when negative
+            probability = np.where(classes == 1, probability, 1 - probability)
+        else:
+            probability = probability[np.arange(len(classes)), classes]
+        return pd.DataFrame({"label": self.class_names[classes], "probability": probability})
 
 
 def log_mlflow_model(checkpoint: Path, architecture: str, run_id: str, tracking_uri: str) -> None:

@@ -56,6 +56,9 @@ def log_data_stats(client: MlflowClient, run_id: str, stats: dict) -> None:
     params = {f"data/rows_{k}": v for k, v in stats["rows"].items()}
     params.update({f"data/train_tokens_{k}": v for k, v in stats["train_tokens"].items()})
     params.update({"data/vocab_size": stats["vocab_size"], "data/dropped_test_rows": stats["dropped_test_rows"]})
+    # What a user's dataset or vectors add: the report's notes under its data table.
+    params.update({f"data/{k}": stats[k] for k in ("classes", "shared_texts") if k in stats})
+    params.update({f"data/vectors_{k}": v for k, v in stats.get("vectors", {}).items()})
     existing = client.get_run(run_id).data.params
     client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in existing])
 
@@ -116,7 +119,8 @@ def trial_run(trial: optuna.Trial, ctx: StudyContext, params: dict):
 def log_checkpoint(ctx: StudyContext, network: torch.nn.Module, params: dict, run_id: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / CHECKPOINT
-        save_checkpoint(path, ctx.arch, split_params(params)[1], network, ctx.data.tokenizer)
+        save_checkpoint(path, ctx.arch, split_params(params)[1], network, ctx.data.tokenizer,
+                        ctx.data.class_names)
         ctx.client.log_artifact(run_id, str(path))
 
 

@@ -72,10 +72,10 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     cfg = ctx.cfg
     training, network_params = split_params(params)
     L.seed_everything(seed, verbose=False)
-    network = build_network(ctx.arch, ctx.data.vocab_size, **network_params)
+    network = build_network(ctx.arch, ctx.data.vocab_size, ctx.data.num_classes, **network_params)
     ctx.client.log_param(run_id, "n_params", sum(p.numel() for p in network.parameters()))
     module = ClassifierModule(network, lr=training["lr"], weight_decay=training["weight_decay"],
-                              grad_clip=training["grad_clip"])
+                              grad_clip=training["grad_clip"], num_classes=ctx.data.num_classes)
     logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
     validations = cfg.validations_per_epoch(ctx.dataset)
     # Patience counts validations: `patience` epochs' worth.

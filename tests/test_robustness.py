@@ -83,10 +83,10 @@ def test_a_value_the_network_refuses_is_an_error_before_any_data_loads(runtime, 
 def test_a_failed_trial_s_message_reaches_the_progress_line_and_mlflow(runtime, tiny_sweep, capsys, monkeypatch):
     real_build = bench_trial.build_network
 
-    def refuse_real_vocabularies(arch, vocab_size, **params):  # the pre-check builds with a 10-word vocabulary
+    def refuse_real_vocabularies(arch, vocab_size, num_classes, **params):  # the pre-check's vocabulary: 10 words
         if vocab_size > 10:
             raise ValueError("no network for this vocabulary")
-        return real_build(arch, vocab_size, **params)
+        return real_build(arch, vocab_size, num_classes, **params)
 
     monkeypatch.setattr(bench_trial, "build_network", refuse_real_vocabularies)
     code, out, _ = run(["sweep", tiny_sweep, "--reports", runtime / "reports"], capsys)

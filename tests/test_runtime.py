@@ -42,7 +42,7 @@ with mock.patch.object(perf, "matmul_gflops", side_effect=SystemExit), mock.patc
 """,
     "served model": """
 from bench import serving
-with mock.patch.object(serving, "load_checkpoint", return_value=(None, None, None)):
+with mock.patch.object(serving, "load_checkpoint", return_value=(None, None, {"class_names": []})):
     serving.RawTextModel().load_context(type("Context", (), {"artifacts": {"checkpoint": "x"}}))
 flushed()
 """,

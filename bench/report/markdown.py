@@ -48,13 +48,19 @@ def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
         "read it as indicative; `sweeps/iid.yaml` (random sampler, no pruner) meets the assumption.", "",
         "![accuracy against tuning budget](tuning_budget.png)", "",
         "## Findings", "", *findings(report.datasets, report.splits, report.targets), "",
-        *probes_section(report.probes, report.datasets),
+        *probes_section(report.probes, report.datasets, _probes_skipped(report.studies)),
         "## Best hyperparameters and their importance", "", *_architecture_details(report.studies), "",
     ]
     problems = _problems(report.studies)
     if problems:
         lines += ["## Missing or failed", "", *problems, ""]
     return "\n".join(lines)
+
+
+def _probes_skipped(studies: list[Study]) -> dict[str, str]:
+    """Dataset -> why the probes did not run on it, for the datasets bench probes.py skipped."""
+    return {s.dataset: s.tags["probes"].removeprefix("skipped: ") for s in studies
+            if s.tags.get("probes", "").startswith("skipped: ")}
 
 
 def _header(studies: list[Study]) -> list[str]:
@@ -119,7 +125,26 @@ def _data_table(studies: list[Study], datasets: list[str]) -> list[str]:
         lines.append(f"| {dataset_title(dataset)} | {p.get('data/rows_train', '–')} | "
                      f"{p.get('data/rows_val', '–')} | {p.get('data/rows_test', '–')} | "
                      f"{p.get('data/dropped_test_rows', '–')} | {p.get('data/vocab_size', '–')} | {tokens} |")
-    return lines
+    notes = [note for dataset in datasets for note in _data_notes(dataset, studies)]
+    return lines + (["", *notes] if notes else [])
+
+
+def _data_notes(dataset: str, studies: list[Study]) -> list[str]:
+    """A user's dataset's classes and the texts its test shares with train; the word vectors' coverage."""
+    p = next((s.params for s in studies if s.dataset == dataset and "data/rows_train" in s.params), {})
+    notes = []
+    if "data/classes" in p:
+        classes = p["data/classes"].split(", ")
+        metrics = "" if len(classes) == 2 else " Accuracy is micro-averaged, F1 and AUROC macro (one-vs-rest)."
+        notes.append(f"- {dataset_title(dataset)}: {len(classes)} classes ({p['data/classes']}); "
+                     f"{p.get('data/shared_texts', '0')} distinct text(s) in both train and test.{metrics}")
+    if "data/vectors_path" in p:
+        notes.append(f"- {dataset_title(dataset)}: embeddings initialised from `{p['data/vectors_path']}` "
+                     f"({p['data/vectors_dim']}-d): {int(p['data/vectors_covered']):,} of the "
+                     f"{int(p['data/vectors_vocab']):,} vocabulary words found "
+                     f"({100 * float(p['data/vectors_share']):.1f}%); "
+                     "the rest keep Keras' uniform initialisation.")
+    return notes
 
 
 def _architecture_details(studies: list[Study]) -> list[str]:

@@ -277,18 +277,19 @@ def memory_rules(sets: dict) -> str:
             "the same texts, does not: 50% means the review no longer reaches the prediction.")
 
 
-def section(probed: list[ProbedStudy], datasets: list[str]) -> list[str]:
-    """The markdown of the Probes section; empty when no study was probed."""
+def section(probed: list[ProbedStudy], datasets: list[str], skipped: dict[str, str]) -> list[str]:
+    """The markdown of the Probes section; empty when no study was probed or skipped (`skipped`: dataset -> why)."""
+    not_run = [f"Not run on {dataset_title(d)}: {why}." for d, why in skipped.items()]
     datasets = [d for d in datasets if of_dataset(probed, d)]
     if not datasets:
-        return []
+        return ["## Probes", "", *not_run, ""] if not_run else []
     counts = sorted({len(p.models) for p in probed})
     lines = ["## Probes", "",
              "What the seed articles say about the architectures, measured on each study's best model and its "
              f"replicates ({'/'.join(map(str, counts))} models per study; `nox -s probe -- NAME`, bench/probes.py). "
              "Values are means over those models, with a 95% Student-t interval over them in brackets.", "",
              "### Word order (seed 001: \"good, not bad\" and \"bad, not good\")", "", *ORDER_RULES, "",
-             "![word order probe](probe_word_order.png)", ""]
+             *not_run, *([""] if not_run else []), "![word order probe](probe_word_order.png)", ""]
     for dataset in datasets:
         studies = of_dataset(probed, dataset)
         lines += [f"#### {dataset_title(dataset)}", "", *_construction(studies[0].sets), "",

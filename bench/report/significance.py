@@ -92,6 +92,8 @@ def compare(scores: list[Scores]) -> list[Comparison]:
 def correctness(predictions: pd.DataFrame) -> np.ndarray:
     """Each row's correctness, from a predictions table (label, probability) in row order; a probability above
     0.5 predicts positive, as torchmetrics' accuracy does."""
+    if "predicted" in predictions:  # more than two classes
+        return predictions["predicted"].to_numpy() == predictions["label"].to_numpy()
     return (predictions["probability"].to_numpy() > 0.5) == predictions["label"].to_numpy().astype(bool)
 
 
