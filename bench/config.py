@@ -281,7 +281,9 @@ class SweepConfig(Strict):
 
     @field_validator("data", "dataset_search_spaces")
     @classmethod
-    def _keyed_by_known_datasets(cls, mapping):
+    def _keyed_by_known_datasets(cls, mapping, info: ValidationInfo):
+        if "user_datasets" not in info.data:
+            return mapping
         for name in mapping:
             _known(name, _datasets(), "dataset")
         return mapping

@@ -63,6 +63,7 @@ def load_sources(spec: FileDatasetSpec, seed: int, error) -> dict:
     if spec.test is not None:
         test = _read(spec.test, spec, error)
         _check_same_label_type(train, test, spec, error)
+        _check_values(test, spec.test, spec, error)
     else:  # a stratified, seeded share of the train file
         from bench.data import stratified_subset
 
@@ -70,7 +71,8 @@ def load_sources(spec: FileDatasetSpec, seed: int, error) -> dict:
         chosen = stratified_subset(_class_ids(labels, spec), spec.test_fraction, np.random.default_rng(seed))
         is_test = np.zeros(len(train), dtype=bool)
         is_test[chosen] = True
-        train, test = train.select(np.flatnonzero(~is_test)), train.select(chosen)
+        # flatten_indices: the rows themselves, for build() reads a dataset's Arrow table, which select() leaves whole.
+        train, test = (train.select(rows).flatten_indices() for rows in (np.flatnonzero(~is_test), chosen))
     _check_classes(train, test, spec, error)
     return {"train": train, "test": test}
 
@@ -94,7 +96,8 @@ def _read(path: str, spec: FileDatasetSpec, error):
     if len(ds) == 0:
         raise error(f"{path}: no rows")
     ds = ds.select_columns([spec.text_column, spec.label_column])
-    _check_values(ds, path, spec, error)
+    if path == spec.train:  # the test file's values are checked once its label type is known to match
+        _check_values(ds, path, spec, error)
     return ds
 
 
@@ -111,7 +114,7 @@ def _check_values(ds, path: str, spec: FileDatasetSpec, error) -> None:
         raise error(f"{path}: column {spec.text_column!r} holds {type(texts[not_text[0]]).__name__}, not text, in "
                     f"{len(not_text)} row(s), {_rows(not_text)}")
     counts = Counter(ds.data.column(spec.label_column).to_pylist())
-    unknown = [value for value in counts if value not in spec.label_map]
+    unknown = sorted((value for value in counts if value not in spec.label_map), key=str)
     if unknown:
         hint = ""
         if all(str(v) in spec.class_names for v in unknown):
@@ -122,7 +125,7 @@ def _check_values(ds, path: str, spec: FileDatasetSpec, error) -> None:
 
 
 def _check_same_label_type(train, test, spec: FileDatasetSpec, error) -> None:
-    kinds = {split: str(ds.features[spec.label_column].dtype) for split, ds in (("train", train), ("test", test))}
+    kinds = {split: _kind(ds.data.column(spec.label_column).type) for split, ds in (("train", train), ("test", test))}
     if kinds["train"] != kinds["test"]:
         raise error(f"{spec.test}: column {spec.label_column!r} is {kinds['test']}, but {kinds['train']} in "
                     f"{spec.train} (e.g. \"1\" against 1): write the labels the same way in both")
@@ -142,6 +145,17 @@ def shared_texts(train, test, spec: FileDatasetSpec) -> int:
     """How many distinct texts are in both train and test: tested on what it trained on, a model looks better."""
     texts = [set(ds.data.column(spec.text_column).to_pylist()) for ds in (train, test)]
     return len(texts[0] & texts[1])
+
+
+def _kind(arrow_type) -> str:
+    """An Arrow type's kind, as a label's type is compared: int8 and int64 are alike, string and int are not."""
+    import pyarrow as pa
+
+    for kind, test in (("string", pa.types.is_string), ("string", pa.types.is_large_string),
+                       ("integer", pa.types.is_integer), ("float", pa.types.is_floating), ("bool", pa.types.is_boolean)):
+        if test(arrow_type):
+            return kind
+    return str(arrow_type)
 
 
 def _class_ids(labels: np.ndarray, spec: FileDatasetSpec) -> np.ndarray:

@@ -174,7 +174,7 @@ def test_a_user_architecture_is_swept_replicated_reported_and_served(runtime, ti
     served = subprocess.run([sys.executable, "-c", SERVE, uri, f"runs:/{study.info.run_id}/model"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert served.returncode == 0, served.stderr
-    assert json.loads(served.stdout.strip().splitlines()[-1]) == [1, 0]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == ["positive", "negative"]
 
 
 @pytest.mark.slow
