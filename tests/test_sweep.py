@@ -82,9 +82,10 @@ class TrainedConfigs:
 
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
-def test_a_replicate_trains_exactly_its_trials_configuration(config, monkeypatch):
+def test_a_replicate_trains_exactly_its_trials_configuration(config, mirror, monkeypatch):
     """For every study of every shipped sweep: the training settings (batch size, clipping, learning rate, ...), the
     network's arguments and its parameter count that a replicate trains equal those its trial trained."""
+    monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))  # imdb-stars.yaml reads its files from the mirror
     fake = TrainedConfigs()
     run = contextlib.contextmanager(lambda *args: (yield "run"))
     for module in (bench_trial, replicates):
