@@ -96,6 +96,19 @@ ParamSpec = Annotated[Annotated[Distribution, Tag("distribution")] | Annotated[i
 SearchSpace = dict[str, ParamSpec]
 
 
+class VectorSettings(Strict):
+    path: str = Field(description="a GloVe or word2vec text file (`glove.twitter.27B.200d.txt`); `$VARS` expanded")
+    freeze: bool = Field(False, description="keep the embeddings fixed while training")
+
+    @field_validator("path")
+    @classmethod
+    def _readable(cls, path):
+        from bench.vectors import vector_size
+
+        vector_size(path)  # a missing or unreadable file, refused before any data loads
+        return path
+
+
 class DataSettings(Strict):
     vocab_size: int = Field(20_000, ge=10, description="most frequent training-split tokens kept, `[PAD]` and "
                                                        "`[UNK]` included")
@@ -107,6 +120,10 @@ class DataSettings(Strict):
     heldout_size: int | None = Field(None, ge=10, description="stratified sample of train set aside first, never "
                                                               "trained or tuned on: a second, in-distribution test "
                                                               "split; null: none")
+    vectors: VectorSettings | None = Field(None, description="initialise the built-in networks' embeddings from word "
+                                                             "vectors: each vocabulary word the file has, the rest "
+                                                             "Keras' uniform; `embed_dim` must be their size; null: "
+                                                             "none")
 
 
 class UserDataset(Strict):
@@ -315,6 +332,7 @@ class SweepConfig(Strict):
         for arch in self.architectures:
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
+                _check_vector_size(self, arch, dataset)
         for key in ("max_epochs", "validations_per_epoch"):
             values = getattr(self.study, key)
             if isinstance(values, dict):
@@ -370,6 +388,23 @@ def _known(name, registry, what):
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; available: {', '.join(registry)}")
     return name
+
+
+def _check_vector_size(cfg: SweepConfig, arch: str, dataset: str) -> None:
+    """A built-in network's embed_dim, fixed to the size of the dataset's word vectors."""
+    from bench.models import USER_ARCHITECTURES, network_defaults
+    from bench.vectors import vector_size
+
+    vectors = cfg.data_for(dataset).vectors
+    if vectors is None or arch in USER_ARCHITECTURES:  # a user's network keeps its own embeddings
+        return
+    size, space = vector_size(vectors.path), cfg.space_for(arch, dataset)
+    value = space.get("embed_dim", network_defaults(arch)["embed_dim"])
+    if value != size:
+        where = cfg.key_of(arch, dataset, "embed_dim") if "embed_dim" in space else "its default"
+        shown = "searched" if isinstance(value, BaseModel) else value
+        raise ValueError(f"data.{dataset}.vectors: {vectors.path} holds {size}-d vectors, but {arch}'s embed_dim is "
+                         f"{shown} ({where}); fix it to {size}, e.g. search_space.embed_dim: {size}")
 
 
 def _check_param_names(arch, space, context=None):

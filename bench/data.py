@@ -6,6 +6,7 @@ every split flat, with offsets, plus the tokeniser, so a second sweep loads it w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -21,6 +22,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from bench import data_files
 from bench.data_files import FileDatasetSpec
 from bench.runtime import UserError, runtime_dir
+from bench.vectors import Vectors, read_vectors, vector_size
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
@@ -83,6 +85,7 @@ class EncodedDataset:
     test: Split
     stats: dict  # rows per split, dropped rows, vocabulary size, token-length statistics
     heldout: Split | None = None  # in-distribution test rows set aside from the training file
+    vectors: Vectors | None = None  # word vectors of the vocabulary's rows, from `data.<name>.vectors`
 
     @property
     def vocab_size(self) -> int:
@@ -319,8 +322,9 @@ def load(name: str, settings, seed: int, data_dir: str | None = None, log=print)
         **({"spec": spec.cache_material()} if isinstance(spec, FileDatasetSpec) else {}),
     }
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
-    if key in _MEMO:
-        return _MEMO[key]
+    memo = f"{key}/{settings.vectors.model_dump_json() if settings.vectors else ''}"
+    if memo in _MEMO:
+        return _MEMO[memo]
     path = runtime_dir() / "cache" / f"{name}-{key}.npz"
     if path.is_file():
         dataset = _read_cache(name, path)
@@ -333,8 +337,22 @@ def load(name: str, settings, seed: int, data_dir: str | None = None, log=print)
     if dataset.stats.get("shared_texts"):
         log(f"[{name}] warning: {dataset.stats['shared_texts']} distinct text(s) are in both train and test; a model "
             "is tested on some of what it trained on")
-    _MEMO[key] = dataset
+    if settings.vectors is not None:
+        dataset = with_vectors(dataset, settings.vectors.path, log)
+    _MEMO[memo] = dataset
     return dataset
+
+
+def with_vectors(dataset: EncodedDataset, path: str, log) -> EncodedDataset:
+    """The dataset with the word vectors of its vocabulary, and their coverage in its stats."""
+    log(f"[{dataset.name}] reading word vectors from {path} ...")
+    try:
+        vectors = read_vectors(path, dataset.tokenizer.get_vocab(), vector_size(path))
+    except ValueError as error:
+        raise DataError(f"data.{dataset.name}.vectors: {error}") from None
+    coverage = vectors.coverage()
+    log(f"[{dataset.name}] word vectors: {coverage['covered']:,} of {coverage['vocab']:,} vocabulary words found")
+    return dataclasses.replace(dataset, vectors=vectors, stats={**dataset.stats, "vectors": coverage})
 
 
 def _write_cache(dataset: EncodedDataset, path: Path) -> None:

@@ -152,7 +152,8 @@ def _kind(arrow_type) -> str:
     import pyarrow as pa
 
     for kind, test in (("string", pa.types.is_string), ("string", pa.types.is_large_string),
-                       ("integer", pa.types.is_integer), ("float", pa.types.is_floating), ("bool", pa.types.is_boolean)):
+                       ("integer", pa.types.is_integer), ("float", pa.types.is_floating),
+                       ("bool", pa.types.is_boolean)):
         if test(arrow_type):
             return kind
     return str(arrow_type)

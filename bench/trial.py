@@ -14,11 +14,12 @@ from lightning.pytorch.loggers import MLFlowLogger
 from bench import data as bench_data
 from bench.config import TRAINING_DEFAULTS, SweepConfig, split_params
 from bench.context import StudyContext
-from bench.models import build_network, network_defaults
+from bench.models import USER_ARCHITECTURES, build_network, network_defaults
 from bench.module import ClassifierModule, training_loader
 from bench.runtime import UserError, log, runtime_dir, tracking_uri
 from bench.search import EpochEndPruning, suggest
 from bench.tracking import log_checkpoint, trial_run
+from bench.vectors import init_embedding_
 
 CONFIG_ATTR = "config"  # the trial user attribute holding its complete configuration: what its replicates train
 
@@ -73,6 +74,8 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     training, network_params = split_params(params)
     L.seed_everything(seed, verbose=False)
     network = build_network(ctx.arch, ctx.data.vocab_size, ctx.data.num_classes, **network_params)
+    if ctx.data.vectors is not None and ctx.arch not in USER_ARCHITECTURES:
+        init_embedding_(network.embedding, ctx.data.vectors, cfg.data_for(ctx.dataset).vectors.freeze)
     ctx.client.log_param(run_id, "n_params", sum(p.numel() for p in network.parameters()))
     module = ClassifierModule(network, lr=training["lr"], weight_decay=training["weight_decay"],
                               grad_clip=training["grad_clip"], num_classes=ctx.data.num_classes)

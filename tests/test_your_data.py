@@ -114,7 +114,8 @@ def test_texts_in_both_train_and_test_are_counted_and_warned_of(runtime, tiny_sw
      "train.csv: no train row of class(es) 'sales'; every class of labels needs train rows"),
     ({}, ("test.jsonl", lambda f: f.assign(queue=f["queue"].replace("sales", "tech"))),
      "test.jsonl: no test row of class(es) 'sales'"),
-    ({"label_column": "priority", "labels": [1, 2, 3]}, ("test.jsonl", lambda f: f.assign(priority=f["priority"].astype(str))),
+    ({"label_column": "priority", "labels": [1, 2, 3]},
+     ("test.jsonl", lambda f: f.assign(priority=f["priority"].astype(str))),
      "test.jsonl: column 'priority' is string, but integer in"),
     ({"label_column": "priority", "labels": ["1", "2", "3"]}, None,
      "holds value(s) not in labels: 1, 2, 3 (the file holds them as int, labels lists str: write them as the file "
