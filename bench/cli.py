@@ -39,11 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     probe.add_argument("overrides", nargs="*", help="key.path=value: the overrides the sweep ran with")
     probe.add_argument("--tracking-uri", help="MLflow tracking URI; default: the config's, else .bench/mlflow.db")
     probe.add_argument("--reports", default="reports", help="folder of the generated reports")
-    services = commands.add_parser("services", help="a local PostgreSQL and MLflow server on loopback, for workers")
+    services = commands.add_parser("services", help="a PostgreSQL and MLflow server for workers")
     services.add_argument("--detach", action="store_true", help="leave them running and return")
     services.add_argument("--stop", action="store_true", help="stop them")
     services.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only); "
-                                                               "another lets workers on other machines join")
+                                                               "another lets workers on other machines join, "
+                                                               "the MLflow server then with a login")
+    services.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL's port")
+    services.add_argument("--mlflow-port", type=int, default=5001, help="the MLflow server's port")
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard over a sweep's Optuna storage")
     dashboard.add_argument("config", nargs="?", default="sweeps/default.yaml", help="sweep config (YAML)")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
@@ -152,7 +155,7 @@ def services_command(args: argparse.Namespace) -> None:
     if args.stop:
         services.stop()
         return
-    services.start(host=args.host)
+    services.start(args.pg_port, args.mlflow_port, args.host)
     if args.detach:
         return
     print("serving until Ctrl-C", flush=True)

@@ -51,7 +51,11 @@ _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGN
 
 
 def redacted(text: str) -> str:
-    """A text (a URI, a log line, an error) as it may be shown: any URL's password replaced by ***."""
+    """A text (a URI, a log line, an error) as it may be shown: any URL's password, and the MLflow server's, replaced
+    by ***."""
+    mlflow_password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if mlflow_password:
+        text = text.replace(mlflow_password, "***")
     return _URL_PASSWORD.sub(r"\1***@", text)
 
 

@@ -1,7 +1,7 @@
 """`bench services`: a local PostgreSQL (Optuna studies, MLflow's backend store) and an MLflow tracking server that
-serves artifacts, both on loopback, for trying several workers on one machine. Their state lives in
-.bench/services/; services.env there holds the URIs (with the generated password) for BENCH_STORAGE and
-BENCH_TRACKING_URI.
+serves artifacts, on loopback for several workers on one machine, or on an address for workers on others. Their
+state lives in .bench/services/; services.env there holds what workers need: BENCH_STORAGE and BENCH_TRACKING_URI
+and, off loopback, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, the generated passwords included.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bench.runtime import UserError, redacted, runtime_dir
 
-USER = "bench"  # the cluster's superuser; its password is generated once and kept in the services folder
+USER = "bench"  # the cluster's superuser and the MLflow server's admin; their passwords are generated once, kept here
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # an MLflow server on these is reachable from this machine only
 
 
 def folder() -> Path:
@@ -55,27 +56,32 @@ def start(pg_port: int = 5433, mlflow_port: int = 5001, host: str = "127.0.0.1",
     if env and _healthy(env["BENCH_TRACKING_URI"]):
         log(f"services already running: MLflow {env['BENCH_TRACKING_URI']}, Optuna {redacted(env['BENCH_STORAGE'])}")
         return env
-    password = _password()
+    password = _secret("password")
     data = folder() / "postgres"
     if not (data / "PG_VERSION").is_file():
         _init_cluster(data, password)
-    if host != "127.0.0.1":
+    remote = host not in LOOPBACK
+    if remote:
         _allow_remote(data)
     _start_postgres(data, host, pg_port)
     base = f"postgresql://{USER}:{password}@{host}:{pg_port}"
-    _create_databases(f"{base}/postgres", ["optuna", "mlflow"])
+    _create_databases(f"{base}/postgres", ["optuna", "mlflow", "mlflow_auth"])
     env = {"BENCH_STORAGE": f"{base}/optuna", "BENCH_TRACKING_URI": f"http://{host}:{mlflow_port}"}
-    _start_mlflow(f"{base}/mlflow", host, mlflow_port)
+    if remote:  # MLflow's own auth app: anyone who reaches the server could otherwise read, delete and upload
+        env |= {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": _secret("mlflow-password")}
+    _start_mlflow(f"{base}/mlflow", host, mlflow_port, auth_store=f"{base}/mlflow_auth" if remote else None)
     path = folder() / "services.env"
     path.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-    path.chmod(0o600)  # it holds the password
+    path.chmod(0o600)  # it holds the passwords
     log(f"PostgreSQL on {host}:{pg_port} (data {data}), MLflow server on {env['BENCH_TRACKING_URI']} (artifacts "
-        f"{folder() / 'mlartifacts'}); to use them: source {path}")
+        f"{folder() / 'mlartifacts'}, {'user ' + USER + ' and a password' if remote else 'no login: loopback only'})"
+        f"; to use them: source {path}")
     return env
 
 
-def _password() -> str:
-    path = folder() / "password"
+def _secret(name: str) -> str:
+    """A password generated once and kept, readable by this user only, in the services folder."""
+    path = folder() / name
     if not path.is_file():
         path.write_text(secrets.token_urlsafe(16))
         path.chmod(0o600)
@@ -127,14 +133,20 @@ def _create_databases(admin_url: str, names: list[str]) -> None:
     engine.dispose()
 
 
-def _start_mlflow(backend_url: str, host: str, port: int) -> None:
+def _start_mlflow(backend_url: str, host: str, port: int, auth_store: str | None) -> None:
+    """The tracking server; with `auth_store`, behind MLflow's basic-auth app, its users kept in that database."""
     artifacts = folder() / "mlartifacts"
     log_file = open(folder() / "mlflow-server.log", "a")  # noqa: SIM115 (the server keeps it open)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_url, "--serve-artifacts",
-         "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "2"],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,  # outlives this command
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_url, "--serve-artifacts",
+               "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if auth_store:
+        command += ["--app-name", "basic-auth"]
+        env |= {"MLFLOW_AUTH_CONFIG_PATH": str(_write_auth_config(auth_store)),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": _secret("mlflow-password"),  # the admin made on the first start
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret("mlflow-secret-key")}  # its CSRF protection's key
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)  # outlives this command
     (folder() / "mlflow-server.pid").write_text(str(process.pid))
     url = f"http://{host}:{port}"
     for _ in range(120):
@@ -144,6 +156,17 @@ def _start_mlflow(backend_url: str, host: str, port: int) -> None:
             break
         time.sleep(0.5)
     raise UserError(f"the MLflow server did not start on {url}: see {folder() / 'mlflow-server.log'}")
+
+
+def _write_auth_config(auth_store: str) -> Path:
+    path = folder() / "mlflow-auth.ini"
+    path.write_text("[mlflow]\n"
+                    "default_permission = NO_PERMISSIONS\n"  # users other than the admin get nothing unless granted
+                    f"database_uri = {auth_store}\n"
+                    f"admin_username = {USER}\n"
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    path.chmod(0o600)  # it holds the database's password
+    return path
 
 
 def _healthy(url: str) -> bool:

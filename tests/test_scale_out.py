@@ -3,10 +3,13 @@ starts): exact budgets, one run, test and model per study, killed workers' trial
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -151,3 +154,38 @@ def test_a_password_in_an_error_is_hidden(runtime, tiny_sweep, capsys):
     error = capsys.readouterr().err
     assert code != 0 and "hunter2" not in error and "bench:***@127.0.0.1" in error
     assert not [p for p in (runtime / "logs").glob("*.log") if "hunter2" in p.read_text()]
+
+
+def start_services(env: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "services", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_the_server_for_other_machines_refuses_a_client_without_the_password(services):
+    """`services --host` off loopback: an unauthenticated request is refused, services.env's login is let in, and
+    the password shows nowhere. Ports and folder of its own, beside the tier's loopback services."""
+    home = ROOT / ".bench" / "remote-services-test"  # not tmp_path: the postgres user must reach its data folder
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "MLFLOW_"))}, "BENCH_HOME": str(home)}
+    started = start_services(env, "--detach", "--host", "0.0.0.0", "--pg-port", "5434", "--mlflow-port", "5002")
+    try:
+        assert started.returncode == 0, started.stderr
+        lines = (home / "services" / "services.env").read_text().split()
+        login = dict(line.split("=", 1) for line in lines if "=" in line)
+        url, password = login["BENCH_TRACKING_URI"], login["MLFLOW_TRACKING_PASSWORD"]
+        assert password not in started.stdout + started.stderr and "user bench and a password" in started.stdout
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+        assert refused.value.code == 401
+        with pytest.raises(Exception, match="401|not authenticated|Unauthorized"):
+            MlflowClient(url).create_experiment("intruder")
+        os.environ.update(MLFLOW_TRACKING_USERNAME=login["MLFLOW_TRACKING_USERNAME"], MLFLOW_TRACKING_PASSWORD=password)
+        try:
+            client = MlflowClient(url)
+            experiment = client.create_experiment(f"let-in-{uuid.uuid4().hex[:8]}")
+            assert client.get_experiment(experiment).name.startswith("let-in-")
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    finally:
+        start_services(env, "--stop")
+        shutil.rmtree(home, ignore_errors=True)
