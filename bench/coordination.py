@@ -15,6 +15,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from bench.outages import is_connection_loss, retrying
 from bench.runtime import UserError
 
 
@@ -38,24 +39,42 @@ class Keys:
             yield lambda: None
             return
         number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        with self.engine.connect() as connection:
+        connection = retrying(self._lock)(number, wait)
+        if connection is None:
+            yield None
+            return
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                try:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": number})
+                except sqlalchemy.exc.DBAPIError as error:
+                    if not is_connection_loss(error):
+                        raise  # else the database restarted meanwhile, and the lock went with its session
+                finally:
+                    connection.close()
+
+        try:
+            yield release
+        finally:
+            release()
+
+    def _lock(self, number: int, wait: bool) -> sqlalchemy.Connection | None:
+        """A connection holding the lock `number`; None, without wait, if another holds it."""
+        connection = self.engine.connect()
+        try:
             if wait:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": number})
             elif not connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar():
-                yield None
-                return
-            held = True
-
-            def release() -> None:
-                nonlocal held
-                if held:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": number})
-                    held = False
-
-            try:
-                yield release
-            finally:
-                release()
+                connection.close()
+                return None
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def is_held(self, key: str) -> bool:
         """Whether another worker holds `key` now."""

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from bench.config import CategoricalParam, FloatParam, IntParam, SweepConfig
+from bench.outages import ReconnectingStorage
 from bench.runtime import UserError, redacted, storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -73,10 +74,15 @@ class EpochEndPruning(PyTorchLightningPruningCallback):
 
 
 def open_storage(cfg: SweepConfig) -> optuna.storages.RDBStorage:
-    """The Optuna storage. Its heartbeat marks a dead worker's trials failed, and the callback retries them."""
+    """The Optuna storage. Its heartbeat marks a dead worker's trials failed, and the callback retries them; on
+    PostgreSQL its calls outlast a restart."""
+    url = storage_url(cfg)
+    shared = not url.startswith("sqlite")  # PostgreSQL, which may restart under running workers
+    storage = ReconnectingStorage if shared else optuna.storages.RDBStorage
     try:
-        return optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=cfg.heartbeat,
-                                          grace_period=3 * cfg.heartbeat, heartbeat_stale_trial_callback=RETRY_KILLED)
+        return storage(url, engine_kwargs={"pool_pre_ping": True} if shared else None,  # restarts drop connections
+                       heartbeat_interval=cfg.heartbeat, grace_period=3 * cfg.heartbeat,
+                       heartbeat_stale_trial_callback=RETRY_KILLED)
     except sqlalchemy.exc.OperationalError as error:
         raise UserError(f"cannot open the Optuna storage {redacted(storage_url(cfg))}: {error.orig}") from None
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
-from bench import search
+from bench import outages, search
 from bench.cli import main
+from bench.services import as_postgres_owner, postgres_bin
 
 ROOT = Path(__file__).parent.parent
 ARCHS = ["lstm", "averaging"]
@@ -143,6 +145,34 @@ def test_every_worker_killed_then_restarted_finishes_with_nothing_repeated(servi
     assert all(after[n].user_attrs.get("mlflow_run_id") == run for n, run in before.items())  # kept, not rerun
 
 
+
+@pytest.mark.slow
+def test_a_database_restart_mid_trial_loses_no_trial(services, tiny_sweep, tmp_path):
+    """PostgreSQL restarted (`pg_ctl restart -m fast`) while 2 workers train: every call that lost its connection is
+    retried, so the sweep ends exact with no trial failed, and no traceback is printed."""
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    launcher = start(sweep_args(tiny_sweep, services, name, tmp_path / "reports", 2), tmp_path / "runtime")
+    lines = []
+    for line in launcher.stdout:
+        lines.append(line)
+        if re.match(r"\[w\d+\] \[imdb/lstm\] trial 1 epoch 1/10", line):
+            break
+    data = ROOT / ".bench" / "services" / "postgres"
+    # -l: the restarted server logs to its file, not to this pipe (which would then never close).
+    restart = subprocess.run(as_postgres_owner([postgres_bin("pg_ctl"), "-D", str(data), "-l", str(data / "server.log"),
+                                                "-m", "fast", "-w", "restart"]), capture_output=True, text=True,
+                             timeout=120)
+    assert restart.returncode == 0, restart.stderr
+    lines.extend(launcher.stdout)
+    output = "".join(lines)
+    assert launcher.wait() == 0, output
+    assert "Traceback" not in output and "Exception in thread" not in output, output
+    check_sweep_is_complete_and_exact(services, name)
+    for arch in ARCHS:
+        study = optuna.load_study(study_name=f"{name}/imdb/{arch}", storage=services["BENCH_STORAGE"])
+        assert not study.get_trials(states=(TrialState.FAIL,)), arch
+    print(f"lines about the outage: {[line for line in lines if 'unreachable' in line]}")
+
 def test_several_workers_on_sqlite_are_refused(runtime, tiny_sweep, capsys):
     assert main(["sweep", str(tiny_sweep), "--workers", "2"]) == 2
     error = capsys.readouterr().err
@@ -189,3 +219,21 @@ def test_the_server_for_other_machines_refuses_a_client_without_the_password(ser
     finally:
         start_services(env, "--stop")
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_call_that_loses_its_connection_is_retried_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(outages, "PAUSE", 0.0)
+    lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("terminating connection"))
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise optuna.exceptions.StorageInternalError("commit failed") from lost  # as Optuna's storage raises
+        return "answer"
+
+    assert outages.retrying(flaky)() == "answer" and len(calls) == 3
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "PostgreSQL was unreachable for" in out[0] and "terminating connection" in out[0]
+    with pytest.raises(ValueError):  # any other error is the call's own
+        outages.retrying(lambda: int("x"))()
