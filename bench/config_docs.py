@@ -9,8 +9,9 @@ import typing
 import yaml
 from pydantic import BaseModel
 
-from bench.config import TRAINING_PARAMS, CategoricalParam, FloatParam, IntParam, SweepConfig, network_params
+from bench.config import TRAINING_PARAMS, SweepConfig, network_params
 from bench.models import BUILT_IN
+from bench.search_space import CategoricalParam, FloatParam, IntParam
 
 
 def _nested_model(annotation) -> type[BaseModel] | None:

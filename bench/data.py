@@ -6,7 +6,6 @@ every split flat, with offsets, plus the tokeniser, so a second sweep loads it w
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -22,7 +21,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from bench import data_files
 from bench.data_files import FileDatasetSpec
 from bench.runtime import UserError, runtime_dir
-from bench.vectors import Vectors, read_vectors, vector_size
+from bench.vectors import Vectors, with_vectors
 
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
@@ -341,18 +340,6 @@ def load(name: str, settings, seed: int, data_dir: str | None = None, log=print)
         dataset = with_vectors(dataset, settings.vectors.path, log)
     _MEMO[memo] = dataset
     return dataset
-
-
-def with_vectors(dataset: EncodedDataset, path: str, log) -> EncodedDataset:
-    """The dataset with the word vectors of its vocabulary, and their coverage in its stats."""
-    log(f"[{dataset.name}] reading word vectors from {path} ...")
-    try:
-        vectors = read_vectors(path, dataset.tokenizer.get_vocab(), vector_size(path))
-    except ValueError as error:
-        raise DataError(f"data.{dataset.name}.vectors: {error}") from None
-    coverage = vectors.coverage()
-    log(f"[{dataset.name}] word vectors: {coverage['covered']:,} of {coverage['vocab']:,} vocabulary words found")
-    return dataclasses.replace(dataset, vectors=vectors, stats={**dataset.stats, "vectors": coverage})
 
 
 def _write_cache(dataset: EncodedDataset, path: Path) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from bench.config import CategoricalParam, ConfigError, FloatParam, IntParam, SweepConfig, split_params
+from bench.config import ConfigError, SweepConfig, split_params
 from bench.data import DATASETS
 from bench.models import USER_ARCHITECTURES, build_network, logit_count
 from bench.module import make_optimizer
+from bench.search_space import CategoricalParam, FloatParam, IntParam
 
 # Two texts of a 10-word vocabulary, right-padded with id 0 as bench's batches are.
 SAMPLE_IDS, SAMPLE_LENGTHS = torch.tensor([[2, 3, 4, 5], [6, 7, 0, 0]]), torch.tensor([4, 2])

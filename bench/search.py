@@ -11,9 +11,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from bench.config import CategoricalParam, FloatParam, IntParam, SweepConfig
+from bench.config import SweepConfig
 from bench.outages import ReconnectingStorage
 from bench.runtime import UserError, redacted, storage_url
+from bench.search_space import CategoricalParam, FloatParam, IntParam
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Queues a killed trial's parameters again; twice at most, so that a trial that kills its process cannot loop.

@@ -3,6 +3,7 @@ built-in networks initialised from them (`data.<dataset>.vectors`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +108,15 @@ def init_embedding_(embedding: torch.nn.Embedding | torch.nn.EmbeddingBag, vecto
     embedding.weight[rows] = torch.from_numpy(vectors.matrix[rows.numpy()]).to(embedding.weight)
     if freeze:
         embedding.weight.requires_grad_(False)
+
+
+def with_vectors(dataset, path: str, log):
+    """The EncodedDataset with the word vectors of its vocabulary, and their coverage in its stats."""
+    log(f"[{dataset.name}] reading word vectors from {path} ...")
+    try:
+        vectors = read_vectors(path, dataset.tokenizer.get_vocab(), vector_size(path))
+    except VectorsError as error:
+        raise VectorsError(f"data.{dataset.name}.vectors: {error}") from None
+    coverage = vectors.coverage()
+    log(f"[{dataset.name}] word vectors: {coverage['covered']:,} of {coverage['vocab']:,} vocabulary words found")
+    return dataclasses.replace(dataset, vectors=vectors, stats={**dataset.stats, "vectors": coverage})

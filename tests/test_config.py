@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import ConfigError, FloatParam, load_config
+from bench.config import ConfigError, load_config
 from bench.config_docs import reference_markdown
+from bench.search_space import FloatParam
 
 BASE = """
 name: t
