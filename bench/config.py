@@ -30,7 +30,10 @@ from bench.search_space import SearchSpace, Strict
 
 # Hyperparameters of the training loop and their defaults; every other searched name must be an argument of the
 # network, whose defaults are its constructor's.
-TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None}
+TRAINING_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "grad_clip": None, "lr_schedule": "constant"}
+# lr_schedule's values: constant; or linear warmup over the first 5% of the epoch cap's steps, then cosine to zero at
+# the cap (module.py).
+LR_SCHEDULES = ("constant", "warmup_cosine")
 TRAINING_PARAMS = set(TRAINING_DEFAULTS)
 
 
@@ -281,6 +284,7 @@ class SweepConfig(Strict):
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
                 _check_vector_size(self, arch, dataset)
+                _check_lr_schedule(self, arch, dataset)
         for key in ("max_epochs", "validations_per_epoch"):
             values = getattr(self.study, key)
             if isinstance(values, dict):
@@ -353,6 +357,14 @@ def _check_vector_size(cfg: SweepConfig, arch: str, dataset: str) -> None:
         shown = "searched" if isinstance(value, BaseModel) else value
         raise ValueError(f"data.{dataset}.vectors: {vectors.path} holds {size}-d vectors, but {arch}'s embed_dim is "
                          f"{shown} ({where}); fix it to {size}, e.g. search_space.embed_dim: {size}")
+
+
+def _check_lr_schedule(cfg: SweepConfig, arch: str, dataset: str) -> None:
+    spec = cfg.space_for(arch, dataset).get("lr_schedule", "constant")
+    unknown = [v for v in getattr(spec, "choices", [spec]) if v not in LR_SCHEDULES]
+    if unknown:
+        raise ValueError(f"{cfg.key_of(arch, dataset, 'lr_schedule')}: unknown schedule(s) {unknown}; available: "
+                         f"{', '.join(LR_SCHEDULES)}")
 
 
 def _check_param_names(arch, space, context=None):

@@ -9,7 +9,7 @@ import typing
 import yaml
 from pydantic import BaseModel
 
-from bench.config import TRAINING_PARAMS, SweepConfig, network_params
+from bench.config import LR_SCHEDULES, TRAINING_PARAMS, SweepConfig, network_params
 from bench.models import BUILT_IN
 from bench.search_space import CategoricalParam, FloatParam, IntParam
 
@@ -65,8 +65,10 @@ def reference_markdown() -> str:
         "## Search-space parameters",
         "",
         "A parameter is a fixed value (`batch_size: 64`) or a distribution. Training parameters are "
-        f"{', '.join(f'`{p}`' for p in sorted(TRAINING_PARAMS))}; the others are the network's arguments, "
-        "described in `bench/models.py`:",
+        f"{', '.join(f'`{p}`' for p in sorted(TRAINING_PARAMS))} (`lr_schedule`: "
+        f"{' or '.join(f'`{s}`' for s in LR_SCHEDULES)}, the second a linear warmup over the first 5% of the epoch "
+        "cap's steps, then cosine to zero at the cap); the others are the network's arguments, described in "
+        "`bench/models.py`:",
         "",
         "| architecture | network parameters |",
         "| --- | --- |",

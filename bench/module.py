@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import lightning as L
@@ -82,14 +83,31 @@ def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.
     return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
 
 
+def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int):
+    """The learning-rate schedule, stepped once per optimiser step; None for a constant rate. warmup_cosine: linear
+    warmup over the first 5% of `total_steps` (the epoch cap's), then cosine to zero at the cap."""
+    if schedule == "constant":
+        return None
+    warmup = max(1, round(0.05 * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class ClassifierModule(L.LightningModule):
     """Trains, validates and tests one network; keeps the weights of its best validation epoch."""
 
     def __init__(self, network: nn.Module, lr: float, weight_decay: float, grad_clip: float | None,
-                 num_classes: int = 2):
+                 num_classes: int = 2, lr_schedule: str = "constant", total_steps: int = 0):
         super().__init__()
         self.network = network
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
+        self.lr_schedule, self.total_steps = lr_schedule, total_steps
+        self.schedule = None  # made with the optimiser; stepped in training_step (manual optimisation)
         # The step is written out in plain PyTorch in training_step: Lightning's automatic optimisation, and even
         # its manual_backward / optimizer.step wrappers, run every callback's hooks at each step. The cost: no
         # gradient scaling, so config.py allows only precisions that need none.
@@ -139,6 +157,8 @@ class ClassifierModule(L.LightningModule):
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
+            if self.schedule is not None:
+                self.schedule.step()
             self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
 
     def on_validation_epoch_start(self):
@@ -204,4 +224,6 @@ class ClassifierModule(L.LightningModule):
             self.network.load_state_dict(self.best_state)
 
     def configure_optimizers(self):
-        return make_optimizer(self.network, self.lr, self.weight_decay)
+        optimizer = make_optimizer(self.network, self.lr, self.weight_decay)
+        self.schedule = make_schedule(optimizer, self.lr_schedule, self.total_steps)
+        return optimizer

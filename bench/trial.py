@@ -21,6 +21,7 @@ from bench.search import EpochEndPruning, suggest
 from bench.tracking import log_checkpoint, trial_run
 from bench.vectors import init_embedding_
 
+STOPPED_BY = "stopped_by"  # the run tag saying why its training ended (stop_reason)
 CONFIG_ATTR = "config"  # the trial user attribute holding its complete configuration: what its replicates train
 
 
@@ -77,19 +78,31 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     if ctx.data.vectors is not None and ctx.arch not in USER_ARCHITECTURES:
         init_embedding_(network.embedding, ctx.data.vectors, cfg.data_for(ctx.dataset).vectors.freeze)
     ctx.client.log_param(run_id, "n_params", sum(p.numel() for p in network.parameters()))
+    max_epochs = cfg.max_epochs(ctx.dataset)
     module = ClassifierModule(network, lr=training["lr"], weight_decay=training["weight_decay"],
-                              grad_clip=training["grad_clip"], num_classes=ctx.data.num_classes)
+                              grad_clip=training["grad_clip"], num_classes=ctx.data.num_classes,
+                              lr_schedule=training["lr_schedule"],
+                              total_steps=max_epochs * -(-len(ctx.data.train) // training["batch_size"]))
     logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
     validations = cfg.validations_per_epoch(ctx.dataset)
     # Patience counts validations: `patience` epochs' worth.
-    callbacks = [EarlyStopping("val/acc", mode="max", patience=cfg.study.patience * validations), *callbacks]
+    patience = EarlyStopping("val/acc", mode="max", patience=cfg.study.patience * validations)
+    callbacks = [patience, *callbacks]
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(f"{ctx.prefix} {label}"))
     train_loader = training_loader(ctx.data.train, training["batch_size"], seed, validations)
-    trainer = make_trainer(cfg, callbacks, logger, max_epochs=cfg.max_epochs(ctx.dataset),
+    trainer = make_trainer(cfg, callbacks, logger, max_epochs=max_epochs,
                            val_check_interval=max(1, len(train_loader) // validations))
     trainer.fit(module, train_loader, bench_data.loader(ctx.data.val, 512, shuffle=False))
+    ctx.client.set_tag(run_id, STOPPED_BY, stop_reason(trainer, patience))
     return module
+
+
+def stop_reason(trainer: L.Trainer, patience: EarlyStopping) -> str:
+    """Why training ended: `patience` (val/acc stopped improving), `pruned`, or `epoch cap` (max_epochs trained)."""
+    if patience.wait_count >= patience.patience:
+        return "patience"
+    return "pruned" if trainer.should_stop else "epoch cap"
 
 
 def keep_checkpoint(trial: optuna.Trial, ctx: StudyContext, module: ClassifierModule, params: dict,

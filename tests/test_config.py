@@ -99,3 +99,9 @@ def test_max_epochs_per_dataset(tmp_path):
 def test_config_reference_is_generated_from_the_models():
     # Regenerate with `nox -s docs` (python -m bench.config_docs > docs/config.md).
     assert (Path(__file__).parents[1] / "docs" / "config.md").read_text() == reference_markdown()
+
+
+def test_unknown_lr_schedule_names_key_and_the_available_ones(tmp_path):
+    message = error_of(write(tmp_path, BASE + "search_space:\n  lr_schedule: {type: categorical, "
+                                              "choices: [constant, onecycle]}\n"))
+    assert "search_space.lr_schedule" in message and "'onecycle'" in message and "warmup_cosine" in message

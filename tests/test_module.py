@@ -7,7 +7,7 @@ import torch
 
 from bench import data as bench_data
 from bench.models import build_network
-from bench.module import ClassifierModule, training_loader
+from bench.module import ClassifierModule, make_schedule, training_loader
 
 
 def tiny_split(n=96, seed=0) -> bench_data.Split:
@@ -78,3 +78,25 @@ def test_validations_within_an_epoch_are_evenly_spaced_and_the_last_closes_it():
     assert all(m["cost/train_flops"] > 0 for _, m in record.points)
     flops = [m["cost/train_flops"] for _, m in record.points]
     assert flops[2] == pytest.approx(flops[0] * 3, rel=0.3)
+
+
+def test_warmup_cosine_rises_to_the_rate_then_falls_to_zero_at_the_cap():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = make_schedule(optimizer, "warmup_cosine", total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] < 0.1 / 4 and max(rates) == pytest.approx(0.1)  # warmup: 5 steps
+    assert rates.index(max(rates)) == 4 and all(a >= b for a, b in zip(rates[4:], rates[5:]))
+    assert rates[-1] < 1e-3 and make_schedule(optimizer, "constant", 100) is None
+
+
+def test_the_schedule_steps_once_per_optimiser_step():
+    torch.manual_seed(0)
+    split = tiny_split()
+    module = ClassifierModule(build_network("averaging", 50), lr=1e-2, weight_decay=0.0, grad_clip=None,
+                              lr_schedule="warmup_cosine", total_steps=3)
+    fit_one_epoch(module, split, batch_size=32)  # 96 texts: 3 steps, the whole cap
+    assert module.schedule.last_epoch == 3 and module.schedule.get_last_lr()[0] == pytest.approx(0.0)
