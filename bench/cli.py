@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     report.add_argument("sweep", help="sweep name (default tracking store) or sweep config path")
     report.add_argument("--tracking-uri", help="MLflow tracking URI; default: the config's, else .bench/mlflow.db")
     report.add_argument("--reports", default="reports", help="folder of the generated reports")
+    report.add_argument("--against", metavar="SWEEP", help="another sweep of the same store, e.g. default: its mean "
+                                                           "test accuracies beside this sweep's")
     probe = commands.add_parser("probe", help="probe a finished sweep's models (word order, memory, gradient), "
                                                "then regenerate its report")
     probe.add_argument("sweep", help="sweep name (its config path is read from the store) or sweep config path")
@@ -123,7 +125,8 @@ def report_command(args: argparse.Namespace) -> None:
     from bench.runtime import quiet_libraries
 
     quiet_libraries()
-    write_report(cfg.name if cfg else args.sweep, args.tracking_uri or tracking_uri(cfg), Path(args.reports))
+    write_report(cfg.name if cfg else args.sweep, args.tracking_uri or tracking_uri(cfg), Path(args.reports),
+                 against=args.against)
 
 
 def probe_command(args: argparse.Namespace) -> None:

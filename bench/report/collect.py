@@ -27,6 +27,7 @@ class Trial:
     metrics: dict
     error: str = ""
     worker: str = ""  # host:pid of the process that ran it
+    stopped_by: str = ""  # why its training ended: patience, pruned or epoch cap (trial.stop_reason); "" if untagged
 
 
 @dataclass
@@ -87,6 +88,7 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
             metrics=m,
             error=r.data.tags.get("error", ""),
             worker=r.data.tags.get("worker", ""),
+            stopped_by=r.data.tags.get("stopped_by", ""),
         ))
     for study in studies.values():
         study.trials.sort(key=lambda t: t.number)

@@ -9,6 +9,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from bench.report.collect import Study, collect
+from bench.report.convergence import Curve, budget_curves
 from bench.report.format import DATASET_TITLES
 from bench.report.leaderboard import Row, leaderboard_rows
 from bench.report.probes import ProbedStudy, collect_probes
@@ -26,13 +27,15 @@ class Collected:
     splits: list[SplitComparison]  # per dataset and test split: every architecture against the best
     targets: dict[str, list[TargetRow]]  # per dataset: seconds to the target validation accuracy
     probes: list[ProbedStudy]  # the probed studies' probe metrics and sets
+    curves: dict[str, list[Curve]]  # per dataset: each study's replicates' best-so-far validation accuracy
+    against: tuple[str, list[Study]] | None = None  # another sweep of the same store, to set beside this one
 
     @property
     def datasets(self) -> list[str]:
         return list(self.rows_by_dataset)
 
 
-def collect_all(client: MlflowClient, sweep: str, downloads: Path) -> Collected:
+def collect_all(client: MlflowClient, sweep: str, downloads: Path, against: str | None = None) -> Collected:
     studies, experiment_id = collect(client, sweep)
     datasets = sorted({s.dataset for s in studies}, key=lambda d: (list(DATASET_TITLES).index(d)
                                                                      if d in DATASET_TITLES else 99, d))
@@ -40,4 +43,5 @@ def collect_all(client: MlflowClient, sweep: str, downloads: Path) -> Collected:
     targets = {d: rows for d in datasets if (rows := time_to_target(client, of[d]))}
     return Collected(studies, experiment_id, {d: leaderboard_rows(client, of[d]) for d in datasets},
                      split_comparisons(client, studies, datasets, downloads), targets,
-                     collect_probes(client, studies, downloads))
+                     collect_probes(client, studies, downloads), budget_curves(client, studies),
+                     (against, collect(client, against)[0]) if against else None)

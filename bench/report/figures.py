@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.models import ARCHITECTURES
 from bench.report.collect import Study, history
+from bench.report.contents import Collected
+from bench.report.convergence import Curve
 from bench.report.format import dataset_title
 from bench.stats import expected_max
 
@@ -145,9 +147,31 @@ def tuning_budget_figure(studies: list[Study], datasets: list[str], path: Path) 
     save_figure(fig, path)
 
 
-def write_figures(client: MlflowClient, studies: list[Study], datasets: list[str], folder: Path) -> None:
+def budget_curves_figure(curves: dict[str, list[Curve]], path: Path) -> None:
+    """Each study's mean best-so-far validation accuracy over its replicates against seconds, one standard deviation
+    shaded."""
+    colors = arch_colors([c.arch for dataset_curves in curves.values() for c in dataset_curves])
+    fig, panels = figure_per_dataset(list(curves))
+    for ax, dataset in panels:
+        for c in curves[dataset]:
+            mean, std = [100 * m for m in c.mean], [100 * d for d in c.std]
+            ax.plot(c.seconds, mean, color=colors[c.arch], label=c.arch, marker="o", markersize=2)
+            ax.fill_between(c.seconds, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                            color=colors[c.arch], alpha=0.15, linewidth=0)
+        ax.set_xscale("log")
+        _plain_log_ticks(ax)
+        _finish_axes(ax, f"{dataset_title(dataset)}: mean over the replicates",
+                     "seconds since training started (log scale)")
+        ax.set_ylabel("best validation accuracy so far (%)")
+    save_figure(fig, path)
+
+
+def write_figures(client: MlflowClient, report: Collected, folder: Path) -> None:
     """The report's figures but the probes', into the report's folder."""
+    studies, datasets = report.studies, report.datasets
     for cost in COSTS:
         accuracy_vs_cost_figure(studies, datasets, cost, folder / f"accuracy_vs_{cost}.png")
     learning_curves_figure(client, studies, datasets, folder / "learning_curves.png")
     tuning_budget_figure(studies, datasets, folder / "tuning_budget.png")
+    if report.curves and any(r.stopped_by for s in studies for r in s.replicates):  # as the section shows them
+        budget_curves_figure(report.curves, folder / "budget_curves.png")

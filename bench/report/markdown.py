@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.report.against import against_table
 from bench.report.collect import Study
 from bench.report.contents import Collected
+from bench.report.convergence import section as convergence_section
 from bench.report.findings import findings
 from bench.report.format import dataset_title, num, short
 from bench.report.leaderboard import leaderboard_table
@@ -47,6 +49,7 @@ def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
         "mean trial time. It assumes i.i.d. trials: TPE and pruning make later trials depend on earlier ones, so "
         "read it as indicative; `sweeps/iid.yaml` (random sampler, no pruner) meets the assumption.", "",
         "![accuracy against tuning budget](tuning_budget.png)", "",
+        *convergence_section(report.studies, report.curves, _against_section(sweep, report)),
         "## Findings", "", *findings(report.datasets, report.splits, report.targets), "",
         *probes_section(report.probes, report.datasets, _probes_skipped(report.studies)),
         "## Best hyperparameters and their importance", "", *_architecture_details(report.studies), "",
@@ -55,6 +58,17 @@ def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
     if problems:
         lines += ["## Missing or failed", "", *problems, ""]
     return "\n".join(lines)
+
+
+def _against_section(sweep: str, report: Collected) -> list[str]:
+    if report.against is None:
+        return []
+    other, other_studies = report.against
+    return [f"## At the `{other}` sweep's budget and at this one's", "",
+            f"The same architectures in the `{other}` sweep (its own search, budget and seeds, from the same store) "
+            "and in this one: mean test accuracy over each study's seeds with its Student's t interval, the median "
+            "training seconds of those seeds, and the rank by mean.", "",
+            *against_table(sweep, report.studies, other, other_studies), ""]
 
 
 def _probes_skipped(studies: list[Study]) -> dict[str, str]:
