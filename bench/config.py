@@ -200,6 +200,11 @@ class SweepConfig(Strict):
     dataset_search_spaces: dict[str, SearchSpace] = Field(
         {}, description="`<dataset>: {...}`: per-dataset parameters, overriding both (e.g. larger batches for "
                         "tweets); a network parameter applies to the architectures that take it")
+    ablations: dict[str, dict[str, Annotated[list[int | float | str | bool], Field(min_length=1)]]] = Field(
+        {}, description="`<dataset>/<architecture>: {param: [values]}`: after the replicates, the best configuration "
+                        "retrained on each replicate's seed with `param` set to the first value that differs from "
+                        "the best's, each tested once: a recipe element measured with and without it on the same "
+                        "seeds (report: Ablations)", json_schema_extra={"key": "<dataset>/<architecture>"})
     storage: str | None = Field(None, description="Optuna storage URL: PostgreSQL for several workers "
                                                   "(`postgresql://user:password@host/db`), or SQLite; null: "
                                                   "`.bench/optuna.db`; `$BENCH_STORAGE` overrides it")
@@ -285,6 +290,8 @@ class SweepConfig(Strict):
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
                 _check_vector_size(self, arch, dataset)
                 _check_lr_schedule(self, arch, dataset)
+        for study, changes in self.ablations.items():
+            _check_ablation(self, study, changes)
         for key in ("max_epochs", "validations_per_epoch"):
             values = getattr(self.study, key)
             if isinstance(values, dict):
@@ -361,10 +368,22 @@ def _check_vector_size(cfg: SweepConfig, arch: str, dataset: str) -> None:
 
 def _check_lr_schedule(cfg: SweepConfig, arch: str, dataset: str) -> None:
     spec = cfg.space_for(arch, dataset).get("lr_schedule", "constant")
-    unknown = [v for v in getattr(spec, "choices", [spec]) if v not in LR_SCHEDULES]
+    _check_schedules(getattr(spec, "choices", [spec]), cfg.key_of(arch, dataset, "lr_schedule"))
+
+
+def _check_schedules(values: list, key: str) -> None:
+    unknown = [v for v in values if v not in LR_SCHEDULES]
     if unknown:
-        raise ValueError(f"{cfg.key_of(arch, dataset, 'lr_schedule')}: unknown schedule(s) {unknown}; available: "
-                         f"{', '.join(LR_SCHEDULES)}")
+        raise ValueError(f"{key}: unknown schedule(s) {unknown}; available: {', '.join(LR_SCHEDULES)}")
+
+
+def _check_ablation(cfg: SweepConfig, study: str, changes: dict) -> None:
+    dataset, _, arch = study.partition("/")
+    if dataset not in cfg.datasets or arch not in cfg.architectures:
+        raise ValueError(f"ablations.{study}: no such study in this sweep; studies are <dataset>/<architecture> of "
+                         f"datasets {cfg.datasets} and architectures {cfg.architectures}")
+    _check_param_names(arch, changes, context=f"ablations.{study}")
+    _check_schedules(changes.get("lr_schedule", []), f"ablations.{study}.lr_schedule")
 
 
 def _check_param_names(arch, space, context=None):

@@ -26,7 +26,7 @@ from bench.models import USER_ARCHITECTURES
 from bench.plugins import code_hash
 from bench.preflight import check_networks_build
 from bench.provenance import device_description, run_tags, worker_name
-from bench.replicates import replicates_left, run_replicates
+from bench.replicates import ablations_left, replicates_left, retraining_lock, run_replicates
 from bench.runtime import UserError, fmt_seconds, log, only_process, redacted, storage_url, tracking_uri
 from bench.search import make_pruner, make_sampler, open_storage
 from bench.tracking import close_study_run, experiment_id_of, find_or_create_study_run, log_data_stats
@@ -118,4 +118,5 @@ def others_working(ctx: StudyContext, study: optuna.Study) -> bool:
     heartbeat or PostgreSQL tells)."""
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         return True
-    return any(ctx.keys.is_held(f"{study.study_name}/replicate/{r}") for r in replicates_left(ctx, study))
+    left = [(None, r) for r in replicates_left(ctx, study)] + ablations_left(ctx, study)
+    return any(ctx.keys.is_held(retraining_lock(study.study_name, param, r)) for param, r in left)

@@ -159,14 +159,17 @@ def _close_study_run(ctx: StudyContext, study: optuna.Study) -> None:
 
 def mark_killed_runs(ctx: StudyContext, study: optuna.Study) -> None:
     """Mark KILLED the study's MLflow runs left RUNNING by a dead worker: a trial's whose trial is no longer running,
-    a replicate's whose key no worker holds."""
+    a replicate's or an ablation's whose key no worker holds."""
     running = {str(t.number) for t in study.get_trials(states=(TrialState.RUNNING,))}
     runs = ctx.client.search_runs([ctx.experiment_id], filter_string=(
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'"))
     for run in runs:
         tags = run.data.tags
-        alive = (tags["trial"] in running if "trial" in tags
-                 else ctx.keys.is_held(f"{study.study_name}/replicate/{tags.get('replicate')}"))
+        if "trial" in tags:
+            alive = tags["trial"] in running
+        else:  # replicates.retraining_lock's names
+            alive = ctx.keys.is_held(f"{study.study_name}/ablation/{tags['ablation']}/{tags['ablation_seed']}"
+                                     if "ablation" in tags else f"{study.study_name}/replicate/{tags.get('replicate')}")
         if not alive:
             ctx.client.set_tag(run.info.run_id, "state", "killed")
             ctx.client.set_terminated(run.info.run_id, "KILLED")

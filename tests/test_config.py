@@ -105,3 +105,13 @@ def test_unknown_lr_schedule_names_key_and_the_available_ones(tmp_path):
     message = error_of(write(tmp_path, BASE + "search_space:\n  lr_schedule: {type: categorical, "
                                               "choices: [constant, onecycle]}\n"))
     assert "search_space.lr_schedule" in message and "'onecycle'" in message and "warmup_cosine" in message
+
+
+@pytest.mark.parametrize("ablation, expected", [
+    ("{imdb/gru: {lr: [0.001]}}", "no such study"),
+    ("{imdb/lstm: {bag_len: [3]}}", "ablations.imdb/lstm"),
+    ("{imdb/lstm: {lr_schedule: [onecycle]}}", "ablations.imdb/lstm.lr_schedule: unknown schedule(s) ['onecycle']"),
+    ("{imdb/lstm: {dropout: []}}", "ablations.imdb/lstm.dropout"),
+])
+def test_an_ablation_of_an_unknown_study_parameter_or_value_is_refused(tmp_path, ablation, expected):
+    assert expected in error_of(write(tmp_path, BASE + f"ablations: {ablation}\n"))

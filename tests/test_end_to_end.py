@@ -120,3 +120,25 @@ def test_replicates_are_tested_kept_and_resumed(runtime, tiny_sweep, tmp_path):
     _, second = replicate_runs()
     assert set(second) == {"0", "1", "2"}
     assert all(second[r].info.run_id == first[r].info.run_id for r in first)
+
+
+@pytest.mark.slow
+def test_ablations_retrain_the_replicates_seeds_with_one_change_are_reported_and_resumed(runtime, tiny_sweep, tmp_path):
+    def ablation_runs():
+        client = MlflowClient(tracking_uri(load_config(tiny_sweep)))
+        runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.ablation != ''")
+        return {r.data.tags["ablation_seed"]: r for r in runs}
+
+    args = ["sweep", str(tiny_sweep), "study.replicates=2", "ablations={imdb/averaging: {dropout: [0.5]}}",
+            "--reports", str(tmp_path / "reports")]
+    assert main(args) == 0
+    first = ablation_runs()
+    assert set(first) == {"0", "1"} and all(r.data.params["dropout"] == "0.5" for r in first.values())
+    assert all(r.data.tags["state"] == "complete" and "test/acc" in r.data.metrics for r in first.values())
+    report = (tmp_path / "reports" / "tiny" / "README.md").read_text()
+    assert "## Ablations" in report and "| IMDB | `averaging` | test | `dropout` | 0 | 0.5 | 2 |" in report
+    assert "### IMDB test (120 rows)" in report and "| `averaging` | 2 |" in report  # not counted as replicates
+
+    assert main(args) == 0  # a resume trains none again
+    ids = {r: run.info.run_id for r, run in first.items()}
+    assert {r: run.info.run_id for r, run in ablation_runs().items()} == ids

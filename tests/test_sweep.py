@@ -72,11 +72,12 @@ class TrainedConfigs:
     """Stands in for training: records each configuration fit_network is given and its network's size."""
 
     def __init__(self):
-        self.trained = []
+        self.trained, self.seeds = [], []
 
     def fit_network(self, ctx, params, run_id, seed, callbacks, label):
         network = build_network(ctx.arch, ctx.data.vocab_size, **split_params(params)[1])
         self.trained.append((split_params(params), sum(p.numel() for p in network.parameters())))
+        self.seeds.append(seed)
         return types.SimpleNamespace(val_acc_best=types.SimpleNamespace(compute=lambda: 0.5), network=network,
                                      restore_best=lambda: None)
 
@@ -103,9 +104,37 @@ def test_a_replicate_trains_exactly_its_trials_configuration(config, mirror, mon
             study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
             study.optimize(functools.partial(bench_trial.objective, ctx=ctx), n_trials=1)
             study.set_user_attr("test_trial", study.best_trial.number)
-            replicates.run_replicate(ctx, study, 0)
+            replicates.retrain(ctx, study, None, 0)
             trained, replicate = fake.trained[-2:]
             assert replicate == trained, f"{config.name}: {dataset}/{arch}"
+
+
+def test_an_ablation_trains_its_replicates_seed_and_configuration_with_one_parameter_changed(mirror, monkeypatch):
+    fake = TrainedConfigs()
+    run = contextlib.contextmanager(lambda *args: (yield "run"))
+    for module in (bench_trial, replicates):
+        monkeypatch.setattr(module, "fit_network", fake.fit_network)
+    monkeypatch.setattr(bench_trial, "trial_run", run)
+    monkeypatch.setattr(bench_trial, "keep_checkpoint", lambda *args: None)
+    monkeypatch.setattr(replicates, "child_run", run)
+    monkeypatch.setattr(replicates, "log_checkpoint", lambda *args: None)
+    monkeypatch.setattr(replicates, "log_test_results", lambda *args: {"test/acc": 0.5})
+    monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))
+    cfg = load_config(Path("sweeps/reference.yaml"))
+    for study_key, changes in cfg.ablations.items():
+        dataset, arch = study_key.split("/")
+        ctx = StudyContext(SweepContext(cfg, None, "", None), dataset, arch, types.SimpleNamespace(vocab_size=50), "")
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+        study.optimize(functools.partial(bench_trial.objective, ctx=ctx), n_trials=1)
+        study.set_user_attr("test_trial", study.best_trial.number)
+        for param in changes:
+            replicates.retrain(ctx, study, None, 1)
+            replicates.retrain(ctx, study, param, 1)
+            (replicate, _), (ablation, _) = fake.trained[-2:]
+            replicate, ablation = {**replicate[0], **replicate[1]}, {**ablation[0], **ablation[1]}
+            assert fake.seeds[-1] == fake.seeds[-2], f"{study_key} {param}"
+            assert {k for k in replicate if replicate[k] != ablation[k]} == {param}, f"{study_key} {param}"
+            assert ablation[param] in changes[param]
 
 
 def test_a_trial_without_a_recorded_configuration_is_not_replicated():

@@ -41,6 +41,8 @@ class Study:
     trials: list[Trial] = field(default_factory=list)
     # Each finished retraining of the best trial's configuration with another seed, tested once.
     replicates: list[Trial] = field(default_factory=list)
+    # Each finished ablation: a replicate's seed with one parameter changed (number: the seed's replicate).
+    ablations: dict[str, list[Trial]] = field(default_factory=dict)
 
     @property
     def best(self) -> Trial | None:
@@ -72,27 +74,30 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
         parent = r.data.tags.get(MLFLOW_PARENT_RUN_ID)
         if parent not in studies:
             continue
-        m = r.data.metrics
-        replicate = "replicate" in r.data.tags
-        if replicate and (r.data.tags.get("replicate_of_trial") != studies[parent].tags.get("best_trial")
-                          or "test/acc" not in m):
-            continue  # a replicate of an earlier best trial, or one that did not finish
-        (studies[parent].replicates if replicate else studies[parent].trials).append(Trial(
+        m, tags, study = r.data.metrics, r.data.tags, studies[parent]
+        kind = "replicate" if "replicate" in tags else "ablation" if "ablation" in tags else "trial"
+        if kind != "trial" and (tags.get(f"{kind}_of_trial") != study.tags.get("best_trial") or "test/acc" not in m):
+            continue  # a retraining of an earlier best trial, or one that did not finish
+        into = (study.trials if kind == "trial" else study.replicates if kind == "replicate"
+                else study.ablations.setdefault(tags["ablation"], []))
+        into.append(Trial(
             run_id=r.info.run_id,
-            number=int(r.data.tags.get("replicate" if replicate else "trial", -1)),
-            state=r.data.tags.get("state", "running"),
+            number=int(tags.get("ablation_seed" if kind == "ablation" else kind, -1)),
+            state=tags.get("state", "running"),
             val_acc=m.get("val/acc_best"),
             train_seconds=m.get("time/elapsed_s"),
             run_seconds=_seconds(r),
             params=r.data.params,
             metrics=m,
-            error=r.data.tags.get("error", ""),
-            worker=r.data.tags.get("worker", ""),
-            stopped_by=r.data.tags.get("stopped_by", ""),
+            error=tags.get("error", ""),
+            worker=tags.get("worker", ""),
+            stopped_by=tags.get("stopped_by", ""),
         ))
     for study in studies.values():
         study.trials.sort(key=lambda t: t.number)
         study.replicates.sort(key=lambda t: t.number)
+        for runs in study.ablations.values():
+            runs.sort(key=lambda t: t.number)
     ordered = sorted(studies.values(), key=lambda s: (s.dataset, s.arch))
     return ordered, experiment.experiment_id
 

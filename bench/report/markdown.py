@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.report.ablations import section as ablations_section
 from bench.report.against import against_table
 from bench.report.collect import Study
 from bench.report.contents import Collected
@@ -50,6 +51,7 @@ def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
         "read it as indicative; `sweeps/iid.yaml` (random sampler, no pruner) meets the assumption.", "",
         "![accuracy against tuning budget](tuning_budget.png)", "",
         *convergence_section(report.studies, report.curves, _against_section(sweep, report)),
+        *ablations_section(report.studies),
         "## Findings", "", *findings(report.datasets, report.splits, report.targets), "",
         *probes_section(report.probes, report.datasets, _probes_skipped(report.studies)),
         "## Best hyperparameters and their importance", "", *_architecture_details(report.studies), "",
