@@ -1,17 +1,10 @@
-"""The report's findings: the claims the significance tests and the time to target support, dataset by dataset, and
-the seed articles' published figures against the mean over the seeds."""
+"""The report's findings: the claims the significance tests and the time to target support, dataset by dataset."""
 
 from __future__ import annotations
 
-from bench.report.format import dataset_title, interval, num, p_value, pct, probability
+from bench.report.format import dataset_title, num, p_value, pct, probability
 from bench.report.significance import ALPHA, Comparison, SplitComparison
 from bench.report.targets import TargetRow
-
-# Published figures of the seed articles (shared/seeds), for comparison only.
-SEED_FIGURES = {
-    ("imdb", "simple_rnn"): [(83.25, "seed 003, Keras SimpleRNN(32), 10,000 words, 500 tokens, 5 epochs")],
-    ("imdb", "lstm"): [(84.41, "seed 004, R Keras LSTM(64), 2,500 words, 100 tokens")],
-}
 
 
 def _names(comparisons: list[Comparison], why=None) -> str:
@@ -54,23 +47,6 @@ def findings(datasets: list[str], splits: list[SplitComparison], targets: dict[s
         lines += [split_finding(s) for s in dataset_splits]
         tied = {c.scores.arch for c in dataset_splits[0].comparisons if c.verdict != "below"}
         lines += _fastest_claim(title, [t for t in targets.get(dataset, []) if t.arch in tied])
-        lines += _seed_article_claims(title, [s for s in dataset_splits if s.split == "test"])
-    return lines
-
-
-def _seed_article_claims(title: str, test_splits: list[SplitComparison]) -> list[str]:
-    """Each architecture's mean test accuracy over its seeds, with its interval, against a seed article's published
-    run: a mean against one run, not a best trial picked from several."""
-    lines = []
-    for split in test_splits:
-        for c in split.comparisons:
-            s = c.scores
-            for figure, source in SEED_FIGURES.get((split.dataset, s.arch), []):
-                diff = 100 * s.mean - figure
-                spread = f" (95% interval {interval(s.seed_interval)})" if s.seed_interval else " (one seed)"
-                lines.append(f"- {title}: `{s.arch}`'s mean test accuracy over {len(s.accuracies)} seed(s) is "
-                             f"{pct(s.mean)}%{spread} against {figure:.2f}% in {source}: {abs(diff):.2f} points "
-                             f"{'above' if diff >= 0 else 'below'}.")
     return lines
 
 

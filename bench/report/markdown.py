@@ -14,6 +14,7 @@ from bench.report.findings import findings
 from bench.report.format import dataset_title, num, short
 from bench.report.leaderboard import leaderboard_table
 from bench.report.probes import section as probes_section
+from bench.report.published import section as published_section
 from bench.report.significance import ALPHA, SPLIT_NOTES, significance_table
 from bench.report.targets import time_to_target_table
 
@@ -52,6 +53,7 @@ def render_markdown(sweep: str, report: Collected, generated_line: str) -> str:
         "![accuracy against tuning budget](tuning_budget.png)", "",
         *convergence_section(report.studies, report.curves, _against_section(sweep, report)),
         *ablations_section(report.studies),
+        *published_section(report.studies),
         "## Findings", "", *findings(report.datasets, report.splits, report.targets), "",
         *probes_section(report.probes, report.datasets, _probes_skipped(report.studies)),
         "## Best hyperparameters and their importance", "", *_architecture_details(report.studies), "",
