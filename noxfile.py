@@ -1,17 +1,19 @@
 """Sessions: sweep, worker, services, dashboard, report, ui, perf, docs, tests, lint. They share one virtualenv,
 .nox/bench, built once and rebuilt when pyproject.toml changes.
 
-PyTorch: without an NVIDIA GPU the CPU build is installed first (`torch==2.13.0`, which this project's
-machines hold as a local CPU wheel); with one, PyPI's default CUDA build. BENCH_TORCH overrides the pip
-arguments, e.g. BENCH_TORCH="torch --index-url https://download.pytorch.org/whl/cpu" on another CPU machine.
+PyTorch is installed first, by pip: `torch==2.13.0`, which this project's machines hold as a local CPU wheel (uv
+does not look there), and which elsewhere is PyPI's CUDA build. BENCH_TORCH overrides the pip arguments, e.g.
+BENCH_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" on another CPU machine. Everything
+else installs with uv from requirements.lock (exact versions and hashes, torch left out), so that a fresh clone
+trains on the library versions of the committed reports; `nox -s lock` regenerates it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import nox
@@ -23,24 +25,44 @@ VENV = ROOT / ".nox" / "bench"
 BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
 
 
+LOCK = ROOT / "requirements.lock"
+TORCH = "torch==2.13.0"  # the version the lock was resolved with
+
+
 def torch_requirement() -> list[str]:
-    if os.environ.get("BENCH_TORCH"):
-        return os.environ["BENCH_TORCH"].split()
-    return ["torch>=2.4"] if shutil.which("nvidia-smi") else ["torch==2.13.0"]
+    return os.environ.get("BENCH_TORCH", TORCH).split()
 
 
 def bench_env(session: nox.Session) -> Path:
-    """The shared virtualenv, (re)installed when pyproject.toml or the torch choice changed."""
-    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(torch_requirement()).encode())
+    """The shared virtualenv, (re)installed when pyproject.toml, the lock or the torch choice changed."""
+    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + LOCK.read_bytes()
+                           + " ".join(torch_requirement()).encode())
     stamp_file = VENV / ".installed"
     if not (BIN / "python").exists():
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
     if not stamp_file.exists() or stamp_file.read_text() != stamp.hexdigest():
         pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         session.run(*pip, *torch_requirement(), external=True)
-        session.run(*pip, "-e", f"{ROOT}[test,lint]", external=True)
+        uv = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", str(BIN / "python")]
+        session.run(*uv, "--require-hashes", "-r", str(LOCK), external=True)
+        session.run(*uv, "--no-deps", "-e", str(ROOT), external=True)
         stamp_file.write_text(stamp.hexdigest())
     return BIN
+
+
+@nox.session(venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Resolve requirements.lock again, at today's releases: every dependency of pyproject.toml but torch, for
+    Python 3.11 on x86-64 Linux, against the CPU torch (so that no CUDA package enters it)."""
+    cpu_torch = (["--find-links", "/opt/wheels"] if Path("/opt/wheels").is_dir()
+                 else ["--extra-index-url", "https://download.pytorch.org/whl/cpu"])
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as constraint:
+        constraint.write(f"{TORCH}+cpu\n")
+        constraint.flush()
+        session.run(sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--extra", "test", "--extra",
+                    "lint", *cpu_torch, "-c", constraint.name, "--python-version", "3.11", "--python-platform",
+                    "x86_64-manylinux_2_28", "--no-emit-package", "torch", "--generate-hashes", "--no-header",
+                    "--quiet", "-o", str(LOCK), external=True)
 
 
 def run_on_config(session: nox.Session, command: str) -> None:
