@@ -2,6 +2,7 @@
 budget and where the curves cross, and the table against another sweep of the same store."""
 
 import datetime as dt
+import json
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -67,6 +68,9 @@ def test_the_report_marks_studies_converged_or_capped_and_sets_another_sweep_bes
     assert "| IMDB | test | `lstm` | 1 | 60.0 | 80.00 (–) | 2 | 2 | 60.0 | 89.05 (" in text
     assert (tmp_path / "reports" / "reference" / "budget_curves.png").read_bytes().startswith(b"\x89PNG")
     assert "by `nox -s report -- reference --against quick`" in text
+    results = json.loads((tmp_path / "reports" / "reference" / "results.json").read_text())
+    assert {(c["architecture"], c["study"], c["stopped_by"]["epoch cap"]) for c in results["convergence"]} == {
+        ("averaging", "converged", 0), ("lstm", "capped", 1)}
 
 
 def test_the_search_gain_compares_the_first_half_of_the_trials_with_all():

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
+from bench.report.collect import Study
 from bench.report.contents import Collected
+from bench.report.convergence import convergence, stop_counts
 from bench.report.leaderboard import Row
 from bench.report.significance import Comparison, SplitComparison
 from bench.report.targets import TargetRow
@@ -20,6 +22,7 @@ def results_json(sweep: str, report: Collected) -> str:
         "studies": [study_entry(row) for rows in report.rows_by_dataset.values() for row in rows],
         "test_splits": [split_entry(split) for split in report.splits],
         "time_to_target": [target_entry(dataset, row) for dataset, rows in report.targets.items() for row in rows],
+        "convergence": [convergence_entry(study) for study in report.studies if study.replicates],
     }
     return json.dumps(document, indent=1, sort_keys=True) + "\n"
 
@@ -68,6 +71,12 @@ def comparison_entry(comparison: Comparison) -> dict:
         "p_best_above": ({"estimate": prob[0], "low": prob[1], "high": prob[2]} if prob else None),
         "verdict": comparison.verdict,
     }
+
+
+def convergence_entry(study: Study) -> dict:
+    """Why the study's replicates stopped, and whether it converged (report: Convergence)."""
+    return {"dataset": study.dataset, "architecture": study.arch, "replicates": len(study.replicates),
+            "stopped_by": stop_counts(study), "study": convergence(study)}
 
 
 def target_entry(dataset: str, row: TargetRow) -> dict:
