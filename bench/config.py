@@ -378,10 +378,11 @@ def _check_schedules(values: list, key: str) -> None:
 
 
 def _check_ablation(cfg: SweepConfig, study: str, changes: dict) -> None:
+    # Known names, not only this sweep's: subsetting a sweep's architectures must not break its config.
     dataset, _, arch = study.partition("/")
-    if dataset not in cfg.datasets or arch not in cfg.architectures:
-        raise ValueError(f"ablations.{study}: no such study in this sweep; studies are <dataset>/<architecture> of "
-                         f"datasets {cfg.datasets} and architectures {cfg.architectures}")
+    if dataset not in _datasets() or arch not in _architectures():
+        raise ValueError(f"ablations.{study}: not a <dataset>/<architecture>; datasets: {', '.join(_datasets())}; "
+                         f"architectures: {', '.join(_architectures())}")
     _check_param_names(arch, changes, context=f"ablations.{study}")
     _check_schedules(changes.get("lr_schedule", []), f"ablations.{study}.lr_schedule")
 

@@ -68,17 +68,17 @@ def retrain(ctx: StudyContext, study: optuna.Study, param: str | None, r: int) -
     `param` changed."""
     best = study.best_trial
     config = recorded_config(study, best)
-    if param is None:
-        name, label = f"replicate-{r}", f"replicate {r + 1}/{ctx.cfg.study.replicates}"
+    of = f"{r + 1}/{ctx.cfg.study.replicates}"
+    if param is None:  # progress: "replicate r epoch ...", done: "replicate r+1/n of trial ..."
+        progress, label = f"replicate {r}", f"replicate {of}"
         tags = {"replicate": str(r), "replicate_of_trial": str(best.number)}
     else:
         config = changed_config(ctx, config, param)
-        name = f"ablation-{param}-{r}"
-        label = f"ablation {param}={config[param]} seed {r + 1}/{ctx.cfg.study.replicates}"
+        progress, label = f"ablation {param}={config[param]} seed {r}", f"ablation {param}={config[param]} seed {of}"
         tags = {"ablation": param, "ablation_seed": str(r), "ablation_of_trial": str(best.number)}
     try:
-        with child_run(ctx, name, tags, config) as run_id:
-            module = fit_network(ctx, config, run_id, ctx.cfg.seed + REPLICATE_SEEDS + r, [], label)
+        with child_run(ctx, progress.replace(" ", "-"), tags, config) as run_id:
+            module = fit_network(ctx, config, run_id, ctx.cfg.seed + REPLICATE_SEEDS + r, [], progress)
             module.restore_best()
             accuracy = log_test_results(ctx, module.network, run_id)["test/acc"]
             if param is None:

@@ -108,7 +108,7 @@ def test_unknown_lr_schedule_names_key_and_the_available_ones(tmp_path):
 
 
 @pytest.mark.parametrize("ablation, expected", [
-    ("{imdb/gru: {lr: [0.001]}}", "no such study"),
+    ("{imdb/transformer: {lr: [0.001]}}", "not a <dataset>/<architecture>"),
     ("{imdb/lstm: {bag_len: [3]}}", "ablations.imdb/lstm"),
     ("{imdb/lstm: {lr_schedule: [onecycle]}}", "ablations.imdb/lstm.lr_schedule: unknown schedule(s) ['onecycle']"),
     ("{imdb/lstm: {dropout: []}}", "ablations.imdb/lstm.dropout"),

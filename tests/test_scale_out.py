@@ -111,7 +111,8 @@ def test_three_workers_one_killed_mid_trial(services, tiny_sweep, tmp_path):
 
     study = optuna.load_study(study_name=f"{name}/imdb/lstm", storage=services["BENCH_STORAGE"])
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
-    assert len(retries) == 1 and retries[0].params == study.trials[killed].params
+    trials = [(t.number, t.state.name, t.system_attrs) for t in study.trials]  # what a failure needs to be read
+    assert len(retries) == 1 and retries[0].params == study.trials[killed].params, (killed, trials, output)
     assert retries[0].state == TrialState.COMPLETE
     runs = check_sweep_is_complete_and_exact(services, name)
     killed_run = next(r for r in runs if r.data.tags.get("trial") == str(killed)
