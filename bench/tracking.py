@@ -167,9 +167,11 @@ def mark_killed_runs(ctx: StudyContext, study: optuna.Study) -> None:
         tags = run.data.tags
         if "trial" in tags:
             alive = tags["trial"] in running
-        else:  # replicates.retraining_lock's names
-            alive = ctx.keys.is_held(f"{study.study_name}/ablation/{tags['ablation']}/{tags['ablation_seed']}"
-                                     if "ablation" in tags else f"{study.study_name}/replicate/{tags.get('replicate')}")
+        else:
+            from bench.replicates import retraining_lock  # here: replicates imports this module
+
+            param, seed = (tags["ablation"], tags["ablation_seed"]) if "ablation" in tags else (None, tags["replicate"])
+            alive = ctx.keys.is_held(retraining_lock(study.study_name, param, seed))
         if not alive:
             ctx.client.set_tag(run.info.run_id, "state", "killed")
             ctx.client.set_terminated(run.info.run_id, "KILLED")

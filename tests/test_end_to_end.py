@@ -135,6 +135,7 @@ def test_ablations_retrain_the_replicates_seeds_with_one_change_are_reported_and
     first = ablation_runs()
     assert set(first) == {"0", "1"} and all(r.data.params["dropout"] == "0.5" for r in first.values())
     assert all(r.data.tags["state"] == "complete" and "test/acc" in r.data.metrics for r in first.values())
+    assert {r.data.tags["stopped_by"] for r in first.values()} == {"epoch cap"}  # 2 epochs, patience 2
     report = (tmp_path / "reports" / "tiny" / "README.md").read_text()
     assert "## Ablations" in report and "| IMDB | `averaging` | test | `dropout` | 0 | 0.5 | 2 |" in report
     assert "### IMDB test (120 rows)" in report and "| `averaging` | 2 |" in report  # not counted as replicates

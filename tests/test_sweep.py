@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from optuna.trial import TrialState
 
 from bench import replicates, search, sweep
@@ -135,6 +136,14 @@ def test_an_ablation_trains_its_replicates_seed_and_configuration_with_one_param
             assert fake.seeds[-1] == fake.seeds[-2], f"{study_key} {param}"
             assert {k for k in replicate if replicate[k] != ablation[k]} == {param}, f"{study_key} {param}"
             assert ablation[param] in changes[param]
+
+
+def test_the_stop_reason_tells_patience_from_pruning_and_the_epoch_cap():
+    patience = EarlyStopping("val/acc", mode="max", patience=2)
+    assert bench_trial.stop_reason(types.SimpleNamespace(should_stop=False), patience) == "epoch cap"
+    assert bench_trial.stop_reason(types.SimpleNamespace(should_stop=True), patience) == "pruned"
+    patience.wait_count = 2
+    assert bench_trial.stop_reason(types.SimpleNamespace(should_stop=True), patience) == "patience"
 
 
 def test_a_trial_without_a_recorded_configuration_is_not_replicated():
