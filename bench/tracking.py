@@ -170,7 +170,8 @@ def mark_killed_runs(ctx: StudyContext, study: optuna.Study) -> None:
         else:
             from bench.replicates import retraining_lock  # here: replicates imports this module
 
-            param, seed = (tags["ablation"], tags["ablation_seed"]) if "ablation" in tags else (None, tags["replicate"])
+            ablation = "ablation" in tags
+            param, seed = (tags["ablation"], tags["ablation_seed"]) if ablation else (None, tags.get("replicate"))
             alive = ctx.keys.is_held(retraining_lock(study.study_name, param, seed))
         if not alive:
             ctx.client.set_tag(run.info.run_id, "state", "killed")

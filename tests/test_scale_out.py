@@ -107,6 +107,7 @@ def test_three_workers_one_killed_mid_trial(services, tiny_sweep, tmp_path):
         if trial and killed is None and kill_if_running(pids[trial[1]], name, int(trial[2]), services):
             killed = int(trial[2])
     output = "".join(lines)
+    print(output)  # pytest shows it whole under a failure's captured stdout; an assertion message is cut
     assert launcher.wait() == 1 and killed is not None, output  # 1: a worker died; the others finished
 
     study = optuna.load_study(study_name=f"{name}/imdb/lstm", storage=services["BENCH_STORAGE"])
