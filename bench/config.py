@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     Field,
     PositiveInt,
     StrictBool,
@@ -285,13 +284,15 @@ class SweepConfig(Strict):
 
     @model_validator(mode="after")
     def _spaces_fit(self):
+        from bench import config_checks  # it reads this module's names
+
         for arch in self.architectures:
             for dataset in self.datasets:
                 _check_param_names(arch, self.space_for(arch, dataset), context="search_space")
-                _check_vector_size(self, arch, dataset)
-                _check_lr_schedule(self, arch, dataset)
+                config_checks.check_vector_size(self, arch, dataset)
+                config_checks.check_lr_schedule(self, arch, dataset)
         for study, changes in self.ablations.items():
-            _check_ablation(self, study, changes)
+            config_checks.check_ablation(self, study, changes)
         for key in ("max_epochs", "validations_per_epoch"):
             values = getattr(self.study, key)
             if isinstance(values, dict):
@@ -347,44 +348,6 @@ def _known(name, registry, what):
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; available: {', '.join(registry)}")
     return name
-
-
-def _check_vector_size(cfg: SweepConfig, arch: str, dataset: str) -> None:
-    """A built-in network's embed_dim, fixed to the size of the dataset's word vectors."""
-    from bench.models import USER_ARCHITECTURES, network_defaults
-    from bench.vectors import vector_size
-
-    vectors = cfg.data_for(dataset).vectors
-    if vectors is None or arch in USER_ARCHITECTURES:  # a user's network keeps its own embeddings
-        return
-    size, space = vector_size(vectors.path), cfg.space_for(arch, dataset)
-    value = space.get("embed_dim", network_defaults(arch)["embed_dim"])
-    if value != size:
-        where = cfg.key_of(arch, dataset, "embed_dim") if "embed_dim" in space else "its default"
-        shown = "searched" if isinstance(value, BaseModel) else value
-        raise ValueError(f"data.{dataset}.vectors: {vectors.path} holds {size}-d vectors, but {arch}'s embed_dim is "
-                         f"{shown} ({where}); fix it to {size}, e.g. search_space.embed_dim: {size}")
-
-
-def _check_lr_schedule(cfg: SweepConfig, arch: str, dataset: str) -> None:
-    spec = cfg.space_for(arch, dataset).get("lr_schedule", "constant")
-    _check_schedules(getattr(spec, "choices", [spec]), cfg.key_of(arch, dataset, "lr_schedule"))
-
-
-def _check_schedules(values: list, key: str) -> None:
-    unknown = [v for v in values if v not in LR_SCHEDULES]
-    if unknown:
-        raise ValueError(f"{key}: unknown schedule(s) {unknown}; available: {', '.join(LR_SCHEDULES)}")
-
-
-def _check_ablation(cfg: SweepConfig, study: str, changes: dict) -> None:
-    # Known names, not only this sweep's: subsetting a sweep's architectures must not break its config.
-    dataset, _, arch = study.partition("/")
-    if dataset not in _datasets() or arch not in _architectures():
-        raise ValueError(f"ablations.{study}: not a <dataset>/<architecture>; datasets: {', '.join(_datasets())}; "
-                         f"architectures: {', '.join(_architectures())}")
-    _check_param_names(arch, changes, context=f"ablations.{study}")
-    _check_schedules(changes.get("lr_schedule", []), f"ablations.{study}.lr_schedule")
 
 
 def _check_param_names(arch, space, context=None):

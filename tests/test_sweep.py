@@ -83,11 +83,9 @@ class TrainedConfigs:
                                      restore_best=lambda: None)
 
 
-@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
-def test_a_replicate_trains_exactly_its_trials_configuration(config, mirror, monkeypatch):
-    """For every study of every shipped sweep: the training settings (batch size, clipping, learning rate, ...), the
-    network's arguments and its parameter count that a replicate trains equal those its trial trained."""
-    monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))  # imdb-stars.yaml reads its files from the mirror
+@pytest.fixture
+def fake(monkeypatch):
+    """Trials, replicates and ablations trained by TrainedConfigs, with no MLflow run, checkpoint or test."""
     fake = TrainedConfigs()
     run = contextlib.contextmanager(lambda *args: (yield "run"))
     for module in (bench_trial, replicates):
@@ -97,6 +95,14 @@ def test_a_replicate_trains_exactly_its_trials_configuration(config, mirror, mon
     monkeypatch.setattr(replicates, "child_run", run)
     monkeypatch.setattr(replicates, "log_checkpoint", lambda *args: None)
     monkeypatch.setattr(replicates, "log_test_results", lambda *args: {"test/acc": 0.5})
+    return fake
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_a_replicate_trains_exactly_its_trials_configuration(config, mirror, monkeypatch, fake):
+    """For every study of every shipped sweep: the training settings (batch size, clipping, learning rate, ...), the
+    network's arguments and its parameter count that a replicate trains equal those its trial trained."""
+    monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))  # imdb-stars.yaml reads its files from the mirror
     cfg = load_config(config)
     for dataset in cfg.datasets:
         for arch in cfg.architectures:
@@ -110,16 +116,8 @@ def test_a_replicate_trains_exactly_its_trials_configuration(config, mirror, mon
             assert replicate == trained, f"{config.name}: {dataset}/{arch}"
 
 
-def test_an_ablation_trains_its_replicates_seed_and_configuration_with_one_parameter_changed(mirror, monkeypatch):
-    fake = TrainedConfigs()
-    run = contextlib.contextmanager(lambda *args: (yield "run"))
-    for module in (bench_trial, replicates):
-        monkeypatch.setattr(module, "fit_network", fake.fit_network)
-    monkeypatch.setattr(bench_trial, "trial_run", run)
-    monkeypatch.setattr(bench_trial, "keep_checkpoint", lambda *args: None)
-    monkeypatch.setattr(replicates, "child_run", run)
-    monkeypatch.setattr(replicates, "log_checkpoint", lambda *args: None)
-    monkeypatch.setattr(replicates, "log_test_results", lambda *args: {"test/acc": 0.5})
+def test_an_ablation_trains_its_replicates_seed_and_configuration_with_one_parameter_changed(mirror, monkeypatch,
+                                                                                           fake):
     monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))
     cfg = load_config(Path("sweeps/reference.yaml"))
     for study_key, changes in cfg.ablations.items():
