@@ -216,7 +216,8 @@ class SweepConfig(Strict):
                                                  "three of them belongs to a dead worker: it is failed and retried")
     # None of these needs gradient scaling, which the training step (module.py) does not do.
     precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "64-true"] = Field(
-        "auto", description="Lightning precision: `auto` (`bf16-mixed` on a GPU that supports it, else `32-true`), "
+        "auto", description="Lightning precision: `auto` (`bf16-mixed` on a GPU that supports it, and for lstm and "
+                        "bilstm on a CPU with AMX; else `32-true`: bench/precision.py), "
                         "`32-true`, `bf16-mixed`, `bf16-true` or `64-true`")
 
     @field_validator("user_datasets")

@@ -80,7 +80,8 @@ def open_study(sweep: SweepContext, config_path, dataset: str, arch: str, data: 
     check_user_code(study, arch)
     # The validated config with overrides applied, so that the hash changes with any override too.
     config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
-    tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash}
+    tags = {**run_tags(cfg, dataset, arch), "config": str(config_path), "config_sha256": config_hash,
+            "precision_setting": cfg.precision}
     with sweep.keys.hold(f"{study.study_name}/run"):  # one worker at a time writes the study's run
         run_id = find_or_create_study_run(sweep, study, tags)
         log_data_stats(client, run_id, data.stats)

@@ -7,7 +7,6 @@ import sys
 
 import lightning as L
 import optuna
-import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -16,6 +15,7 @@ from bench.config import TRAINING_DEFAULTS, SweepConfig, split_params
 from bench.context import StudyContext
 from bench.models import USER_ARCHITECTURES, build_network, network_defaults
 from bench.module import ClassifierModule, training_loader
+from bench.precision import training_precision
 from bench.runtime import UserError, log, runtime_dir, tracking_uri
 from bench.search import EpochEndPruning, suggest
 from bench.tracking import log_checkpoint, trial_run
@@ -91,8 +91,9 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(f"{ctx.prefix} {label}"))
     train_loader = training_loader(ctx.data.train, training["batch_size"], seed, validations)
-    trainer = make_trainer(cfg, callbacks, logger, max_epochs=max_epochs,
+    trainer = make_trainer(cfg, ctx.arch, callbacks, logger, max_epochs=max_epochs,
                            val_check_interval=max(1, len(train_loader) // validations))
+    ctx.client.set_tag(run_id, "precision", trainer.precision)
     trainer.fit(module, train_loader, bench_data.loader(ctx.data.val, 512, shuffle=False))
     ctx.client.set_tag(run_id, STOPPED_BY, stop_reason(trainer, patience))
     return module
@@ -121,18 +122,12 @@ def matches_best(study: optuna.Study, value: float) -> bool:
         return True
 
 
-def precision(cfg: SweepConfig) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def make_trainer(cfg: SweepConfig, callbacks, logger=False, max_epochs: int | None = None,
+def make_trainer(cfg: SweepConfig, arch: str, callbacks, logger=False, max_epochs: int | None = None,
                  val_check_interval: int | None = None) -> L.Trainer:
     return L.Trainer(
         accelerator="auto",
         devices=1,
-        precision=precision(cfg),
+        precision=training_precision(cfg, arch),
         max_epochs=max_epochs,
         callbacks=callbacks,
         logger=logger,

@@ -9,6 +9,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.cli import main
 from bench.config import load_config
+from bench.precision import training_precision
 from bench.runtime import storage_url, tracking_uri
 
 ARCHS = ["averaging", "bag_concat", "gru", "bilstm"]  # gru: the C++ loops, served through MLflow below
@@ -112,6 +113,9 @@ def test_replicates_are_tested_kept_and_resumed(runtime, tiny_sweep, tmp_path):
     assert trial_params["batch_size"] == "32" and trial_params["embed_dim"] == "8"  # the sweep's fixed values
     for replicate in first.values():
         assert replicate.data.params == trial_params
+    precision = training_precision(load_config(tiny_sweep), "averaging")  # the run is tagged with it
+    tested = client.get_run(study_run.data.tags["best_trial_run_id"])
+    assert {r.data.tags["precision"] for r in [*first.values(), tested]} == {precision}
     assert {k: v for k, v in study_run.data.tags.items() if k.startswith("best/")} == {
         f"best/{k}": v for k, v in trial_params.items() if k != "n_params"}
 

@@ -17,9 +17,9 @@ def tiny_split(n=96, seed=0) -> bench_data.Split:
                             np.concatenate([[0], np.cumsum(lengths)]), rng.integers(0, 2, size=n))
 
 
-def fit_one_epoch(module, split, batch_size=32, validations=1, callbacks=()):
+def fit_one_epoch(module, split, batch_size=32, validations=1, callbacks=(), precision="32-true"):
     train = training_loader(split, batch_size, seed=0, validations=validations)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, precision=precision,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         val_check_interval=len(train) // validations, callbacks=list(callbacks))
     trainer.fit(module, train, bench_data.loader(split, 96, shuffle=False))
@@ -100,3 +100,17 @@ def test_the_schedule_steps_once_per_optimiser_step():
                               lr_schedule="warmup_cosine", total_steps=3)
     fit_one_epoch(module, split, batch_size=32)  # 96 texts: 3 steps, the whole cap
     assert module.schedule.last_epoch == 3 and module.schedule.get_last_lr()[0] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("arch", ["simple_rnn", "gru", "lstm", "bilstm", "bag_concat"])
+def test_bf16_mixed_trains_on_the_cpu_with_float32_weights(arch):
+    """Forced bf16 on the CPU (config precision): autocast's bf16 products and kernels.py's float32 loops mix."""
+    torch.manual_seed(0)
+    module = ClassifierModule(build_network(arch, 50, embed_dim=8, hidden_size=8), lr=1e-2, weight_decay=0.0,
+                              grad_clip=1.0)
+    before = [p.detach().clone() for p in module.parameters()]
+    metrics = fit_one_epoch(module, tiny_split(), precision="bf16-mixed")
+    assert torch.isfinite(metrics["train/loss"]) and 0.0 <= float(metrics["val/acc"]) <= 1.0
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))  # it trained
+

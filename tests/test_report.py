@@ -21,7 +21,9 @@ GOLDEN = Path(__file__).parent / "golden" / "report.md"
 TAGS = {"sweep": "golden", "git_commit": "0123456789abcdef", "config": "sweeps/golden.yaml",
         "config_sha256": "abcdef012345", "cpu": "Test CPU", "cores": "2", "gpu": "none", "device": "cpu",
         "python": "3.11.7", "torch": "2.13.0", "lightning": "2.6.6", "optuna": "5.0.0",
-        "optuna_integration": "5.0.0", "mlflow": "3.17.2", "host": "box", "worker": "box:123"}
+        "optuna_integration": "5.0.0", "mlflow": "3.17.2", "host": "box", "worker": "box:123",
+        "precision_setting": "auto"}
+PRECISION = {"averaging": "32-true", "lstm": "bf16-mixed"}  # as `auto` picks them on a CPU with AMX
 DATA = {"data/rows_train": 900, "data/rows_val": 100, "data/rows_test": 500, "data/dropped_test_rows": 0,
         "data/vocab_size": 1000, "data/train_tokens_mean": 50.5, "data/train_tokens_median": 40,
         "data/train_tokens_p95": 120, "data/train_tokens_max": 200}
@@ -52,7 +54,7 @@ def make_store(uri, artifacts):
 
     def trial(parent, arch, number, state, accs, seconds, dataset="imdb", error=None):
         tags = {**TAGS, "dataset": dataset, "architecture": arch, "trial": str(number), "state": state,
-                MLFLOW_PARENT_RUN_ID: parent, **({"error": error} if error else {})}
+                "precision": PRECISION[arch], MLFLOW_PARENT_RUN_ID: parent, **({"error": error} if error else {})}
         metrics = [(k, v, step) for step, acc in enumerate(accs) for k, v in (
             ("val/acc", acc), ("val/acc_best", max(accs[: step + 1])),
             ("time/elapsed_s", seconds * (step + 1) / len(accs)),
@@ -70,7 +72,7 @@ def make_store(uri, artifacts):
         """Replicate r predicts row i right when right(i, r) holds, and follows validation curve curves[r]."""
         for r, accs in enumerate(curves):
             tags = {**TAGS, "dataset": "imdb", "architecture": arch, "replicate": str(r), "replicate_of_trial": "1",
-                    MLFLOW_PARENT_RUN_ID: parent}
+                    "precision": PRECISION[arch], MLFLOW_PARENT_RUN_ID: parent}
             csv = predictions(lambda i, r=r: right(i, r))
             table = pd.read_csv(io.StringIO(csv))
             metrics = [("test/acc", float(((table.probability > 0.5) == table.label).mean()), 0)]

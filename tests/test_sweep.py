@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from optuna.trial import TrialState
 
-from bench import replicates, search, sweep
+from bench import precision, replicates, search, sweep
 from bench import trial as bench_trial
 from bench.config import load_config, split_params
 from bench.context import StudyContext, SweepContext, study_name
@@ -142,6 +142,21 @@ def test_the_stop_reason_tells_patience_from_pruning_and_the_epoch_cap():
     assert bench_trial.stop_reason(types.SimpleNamespace(should_stop=True), patience) == "pruned"
     patience.wait_count = 2
     assert bench_trial.stop_reason(types.SimpleNamespace(should_stop=True), patience) == "patience"
+
+
+@pytest.mark.parametrize("features, setting, expected", [
+    ("avx2 avx512f amx_bf16", "auto", {"lstm": "bf16-mixed", "bilstm": "bf16-mixed", "gru": "32-true"}),
+    ("avx2 avx512f avx512_bf16", "auto", {"lstm": "32-true", "bilstm": "32-true", "gru": "32-true"}),
+    ("avx2", "auto", {"lstm": "32-true", "averaging": "32-true"}),
+    ("avx2 avx512f amx_bf16", "32-true", {"lstm": "32-true"}),  # the config forces either way
+    ("avx2", "bf16-mixed", {"lstm": "bf16-mixed", "gru": "bf16-mixed"}),
+])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_the_engine_and_the_network_its_products(
+        monkeypatch, features, setting, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_features", lambda: features)
+    cfg = load_config(SHIPPED[0], [f"precision={setting}"])
+    assert {arch: precision.training_precision(cfg, arch) for arch in expected} == expected
 
 
 def test_a_trial_without_a_recorded_configuration_is_not_replicated():

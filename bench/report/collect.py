@@ -28,6 +28,7 @@ class Trial:
     error: str = ""
     worker: str = ""  # host:pid of the process that ran it
     stopped_by: str = ""  # why its training ended: patience, pruned or epoch cap (trial.stop_reason); "" if untagged
+    precision: str = ""  # Lightning's precision it trained in (bench/precision.py); "" if untagged
 
 
 @dataclass
@@ -92,6 +93,7 @@ def collect(client: MlflowClient, sweep: str) -> tuple[list[Study], str]:
             error=tags.get("error", ""),
             worker=tags.get("worker", ""),
             stopped_by=tags.get("stopped_by", ""),
+            precision=tags.get("precision", ""),
         ))
     for study in studies.values():
         study.trials.sort(key=lambda t: t.number)

@@ -81,6 +81,18 @@ def _probes_skipped(studies: list[Study]) -> dict[str, str]:
             if s.tags.get("probes", "").startswith("skipped: ")}
 
 
+def _precision_line(studies: list[Study], setting: str) -> str:
+    """The precision each study trained in, and the config's setting that chose it (`auto`: bench/precision.py)."""
+    used: dict[str, list[str]] = {}
+    for s in studies:
+        for precision in sorted({t.precision or "not recorded" for t in s.trials + s.replicates}):  # none: no runs
+            used.setdefault(precision, []).append(f"{dataset_title(s.dataset)} {s.arch}")
+    if len(used) == 1:
+        return f"- Precision: `{setting}` in the config: {next(iter(used))} in every study"
+    return f"- Precision: `{setting}` in the config: " + "; ".join(
+        f"{precision} in {', '.join(names)}" for precision, names in sorted(used.items()))
+
+
 def _header(studies: list[Study]) -> list[str]:
     tags = studies[0].tags if studies else {}
     trial_seconds = [t.run_seconds for s in studies for t in s.trials]
@@ -91,6 +103,7 @@ def _header(studies: list[Study]) -> list[str]:
         f"git commit `{tags.get('git_commit', '?')[:12]}`",
         f"- Machine: {tags.get('cpu', '?')}, {tags.get('cores', '?')} cores, GPU: {tags.get('gpu', '?')}; "
         f"device used: {tags.get('device', '?')}",
+        _precision_line(studies, tags.get("precision_setting", "?")),
         "- Libraries: " + ", ".join(f"{lib} {tags.get(lib, '?')}" for lib in LIBRARIES),
         f"- Studies: {len(studies)}; trials: {len(trial_seconds)}; time in trials: "
         f"{num(sum(trial_seconds) / 60)} min; worker processes: "

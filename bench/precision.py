@@ -1,0 +1,26 @@
+"""The precision a run trains in: what the config says, or for `auto` bf16 where it pays (docs/performance.md,
+"bf16 on the CPU"), float32 elsewhere."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.config import SweepConfig
+from bench.provenance import cpu_features
+
+# On the CPU, autocast runs in bf16 only the products of nn.LSTM (oneDNN's kernel) and of nn.Linear: the networks
+# whose time is in the LSTM. kernels.py's SimpleRNN and GRU loops stay float32, and averaging is memory-bound.
+BF16_ARCHITECTURES = ("lstm", "bilstm")
+# The CPU features under which those products pay in bf16, as /proc/cpuinfo names them: AMX, the matrix engine.
+BF16_ENGINES = ("amx_bf16",)
+
+
+def training_precision(cfg: SweepConfig, arch: str) -> str:
+    """Lightning's precision for `arch`: the config's, or for `auto` bf16-mixed on a GPU that supports it and on a
+    CPU with a bf16 engine for BF16_ARCHITECTURES, else 32-true."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    engine = any(feature in cpu_features().split() for feature in BF16_ENGINES)
+    return "bf16-mixed" if engine and arch in BF16_ARCHITECTURES else "32-true"
