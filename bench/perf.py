@@ -47,6 +47,7 @@ from bench.evaluation import inference_ms_per_1k
 from bench.models import ARCHITECTURES, Recurrent, build_network
 from bench.module import make_optimizer, training_flops_per_token
 from bench.perf_report import DEFAULTS, NAIVE_TEXTS, REFERENCE, render_report
+from bench.precision import has_bf16_engine, training_precision
 from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
 from bench.trial import objective
 
@@ -63,6 +64,16 @@ def naive_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Te
     """The naive baseline's forward pass: recurrent layers over pack_padded_sequence, which skips padding step by
     step; the other networks as they are."""
     return network(ids, lengths, packed=True) if isinstance(network, Recurrent) else network(ids, lengths)
+
+
+def plain_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return network(ids, lengths)
+
+
+def bf16_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The forward pass as Lightning's bf16-mixed runs it on the CPU: under autocast, the logits back in float32."""
+    with torch.autocast("cpu", torch.bfloat16):
+        return network(ids, lengths).float()
 
 
 def train_seconds(network, batches, forward, lr: float, grad_clip: float, epochs: int = 1) -> float:
@@ -120,10 +131,10 @@ class TrainingBench:
         torch.manual_seed(self.cfg.seed)
         return build_network(arch or self.arch, self.full.vocab_size)
 
-    def bare(self, train: bench_data.Split, epochs: int = 1, arch: str | None = None) -> float:
+    def bare(self, train: bench_data.Split, epochs: int = 1, arch: str | None = None, bf16: bool = False) -> float:
         batches = bench_data.loader(train, DEFAULTS["batch_size"], shuffle=True, seed=self.cfg.seed)
-        return train_seconds(self.fresh_network(arch), batches, lambda net, i, n: net(i, n), DEFAULTS["lr"],
-                             DEFAULTS["grad_clip"], epochs)
+        return train_seconds(self.fresh_network(arch), batches, bf16_forward if bf16 else plain_forward,
+                             DEFAULTS["lr"], DEFAULTS["grad_clip"], epochs)
 
     def flops_per_token(self) -> float:
         texts = subset(self.full.train, PROBE_TEXTS)  # the same batch for every architecture
@@ -154,12 +165,15 @@ class TrainingBench:
     def repetition(self, rep: int) -> dict[str, float]:
         """Seconds of each measurement. Bare runs back to back with the harness on one side and with a bare lstm
         pass over the same texts on the other, in alternating order, so that neither of a pair always runs first.
-        A network with kernels.py's layers also runs a bare pass on torch.nn's, last."""
+        A network with kernels.py's layers also runs a bare pass on torch.nn's, and on a CPU with a bf16 engine
+        every network a bare pass under bf16 autocast."""
         paired = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
         if self.arch != REFERENCE:
             paired.append((REFERENCE, lambda: self.bare(self.train, self.epochs, REFERENCE)))
         if self.on_kernels:
             paired.append(("torch_nn", self.bare_on_torch_nn))
+        if has_bf16_engine():
+            paired.append(("bf16", lambda: self.bare(self.train, self.epochs, bf16=True)))
         if rep % 2 == 0:
             paired.reverse()
         return {name: run() for name, run in paired + [("naive", self.naive), ("latency", self.latency)]}
@@ -185,6 +199,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in bench.fresh_network().parameters()),
         "flops_per_token": bench.flops_per_token(),
+        "auto_precision": training_precision(bench.cfg, arch),
     }
 
 

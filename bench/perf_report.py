@@ -20,6 +20,12 @@ NAIVE_TEXTS = 256  # the naive baseline is an order of magnitude slower: a fixed
 REFERENCE = "lstm"  # every architecture's speed is also given as a ratio to this one's, measured in pairs
 # Tokens/s that each architecture should reach against lstm's: what its arithmetic allows, within reach.
 RATIO_TARGETS = {"simple_rnn": 2.5, "gru": 1.1, "bilstm": 0.45}
+BF16_METHOD = (
+    "This CPU runs bf16 products in hardware (AVX512-BF16 or AMX). _bf16 / float32_: median (min-max) of the ratio "
+    "within each repetition of the bare pass under `torch.autocast(\"cpu\", torch.bfloat16)`, as Lightning's "
+    "`bf16-mixed` trains, to the float32 bare pass. Autocast runs nn.LSTM's and nn.Linear's products in bf16; "
+    "bench/kernels.py's SimpleRNN and GRU loops stay float32. _`auto` trains it in_: what `precision: auto` picks "
+    "for the architecture on this machine (bench/precision.py).")
 
 
 def median_spread(values: list[float], digits: int = 0) -> str:
@@ -84,7 +90,29 @@ def arithmetic_table(results: list[dict], peak_gflops: float) -> tuple[list[str]
     return lines, ratios
 
 
-def target_checks(ratios: dict, to_reference: dict, loads: dict) -> list[str]:
+def bf16_table(results: list[dict]) -> tuple[list[str], dict]:
+    """Each architecture's bare tokens/s under bf16 autocast against float32 (paired, per repetition), and the
+    precision `precision: auto` trains it in on this machine. Empty where the CPU has no bf16 engine."""
+    lines = ["| architecture | bf16 / float32 tokens/s (paired) | `auto` trains it in |", "|---|---|---|"]
+    speedups = {}
+    for r in results:
+        if "bf16" in r["seconds"]:
+            paired = [fp32 / bf16 for fp32, bf16 in zip(r["seconds"]["bare"], r["seconds"]["bf16"])]
+            speedups[r["arch"]] = (statistics.median(paired), r["auto_precision"])
+            lines.append(f"| `{r['arch']}` | {median_spread(paired, 2)} | {r['auto_precision']} |")
+    return (lines if speedups else []), speedups
+
+
+def bf16_checks(speedups: dict) -> list[tuple[str, bool]]:
+    """`auto`'s bf16 pays wherever it picks it (bench/precision.py)."""
+    picked = {arch: s for arch, (s, precision) in speedups.items() if precision.startswith("bf16")}
+    if not picked:
+        return []
+    return [(f"`precision: auto`'s bf16 is faster than float32 where it picks it ("
+             + ", ".join(f"{arch} {s:.2f}x" for arch, s in picked.items()) + ")", min(picked.values()) >= 1.0)]
+
+
+def target_checks(ratios: dict, to_reference: dict, loads: dict, speedups: dict) -> list[str]:
     recurrent = [a for a in ratios if a in RECURRENT]
     checks = [(f"harness overhead: harness / bare >= 0.95 for every architecture "
                f"(lowest {min(o for o, _ in ratios.values()):.3f})", all(o >= 0.95 for o, _ in ratios.values()))]
@@ -94,6 +122,7 @@ def target_checks(ratios: dict, to_reference: dict, loads: dict) -> list[str]:
                        all(ratios[a][1] >= 2 for a in recurrent)))
     checks += [(f"{arch}: tokens/s >= {target}x {REFERENCE}'s, paired ({to_reference[arch]:.2f}x)",
                 to_reference[arch] >= target) for arch, target in RATIO_TARGETS.items() if arch in to_reference]
+    checks += bf16_checks(speedups)
     if "sentiment140" in loads:
         _, cold, warm = loads["sentiment140"]
         checks.append((f"Sentiment140, all tweets: cold <= 60 s ({statistics.median(cold):.1f} s), "
@@ -142,6 +171,9 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
                   matmul: dict[str, float]) -> str:
     table, ratios = training_table(results)
     arithmetic, to_reference = arithmetic_table(results, max(matmul.values()))
+    bf16, speedups = bf16_table(results)
+    if bf16:
+        bf16 = ["## bf16 on this CPU", "", BF16_METHOD, "", *bf16, ""]
     lines = [
         "# Speed benchmark",
         "",
@@ -164,6 +196,7 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         "",
         *arithmetic,
         "",
+        *bf16,
         "## Data loading",
         "",
         "Load, normalise, tokenise and encode, in a fresh process; cold: empty runtime folder (no `datasets` "
@@ -176,6 +209,6 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         "",
         "## Targets (this project's 2-core CPU machine)",
         "",
-        *target_checks(ratios, to_reference, loads),
+        *target_checks(ratios, to_reference, loads, speedups),
     ]
     return "\n".join(lines) + "\n"

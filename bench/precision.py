@@ -13,6 +13,12 @@ from bench.provenance import cpu_features
 BF16_ARCHITECTURES = ("lstm", "bilstm")
 # The CPU features under which those products pay in bf16, as /proc/cpuinfo names them: AMX, the matrix engine.
 BF16_ENGINES = ("amx_bf16",)
+# A CPU with any of these runs bf16 products in hardware: `nox -s perf` measures bf16 against float32 on it.
+BF16_INSTRUCTIONS = ("amx_bf16", "avx512_bf16")
+
+
+def has_bf16_engine(features: tuple[str, ...] = BF16_INSTRUCTIONS) -> bool:
+    return any(feature in cpu_features().split() for feature in features)
 
 
 def training_precision(cfg: SweepConfig, arch: str) -> str:
@@ -22,5 +28,4 @@ def training_precision(cfg: SweepConfig, arch: str) -> str:
         return cfg.precision
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    engine = any(feature in cpu_features().split() for feature in BF16_ENGINES)
-    return "bf16-mixed" if engine and arch in BF16_ARCHITECTURES else "32-true"
+    return "bf16-mixed" if has_bf16_engine(BF16_ENGINES) and arch in BF16_ARCHITECTURES else "32-true"

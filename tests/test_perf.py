@@ -29,6 +29,7 @@ def test_batches_padded_to_a_fixed_width():
 
 def test_training_measurement_runs_the_sweep_trial(runtime, mirror, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))
+    monkeypatch.setattr(perf, "has_bf16_engine", lambda: True)  # as on a CPU with AVX512-BF16 or AMX
     result = perf.measure_training("averaging", pass_seconds=0.01, repeats=2, workdir=tmp_path / "perf")
     assert result["texts"] >= 64 and result["tokens"] > result["texts"]
     assert all(len(values) == 2 and min(values) > 0 for values in result["seconds"].values())
@@ -37,6 +38,16 @@ def test_training_measurement_runs_the_sweep_trial(runtime, mirror, tmp_path, mo
     assert table[2].startswith("| `averaging` |") and ratios["averaging"][0] > 0
     arithmetic, to_lstm = perf_report.arithmetic_table([result], peak_gflops=100.0)
     assert arithmetic[2].startswith("| `averaging` |") and to_lstm["averaging"] > 0
+    bf16, speedups = perf_report.bf16_table([result])
+    assert bf16[2].endswith(f"| {result['auto_precision']} |") and speedups["averaging"][0] > 0
+
+
+def test_the_bf16_check_holds_auto_to_a_speedup_only_where_it_picks_bf16():
+    [(_, ok)] = perf_report.bf16_checks({"lstm": (1.3, "bf16-mixed"), "gru": (0.8, "32-true")})
+    assert ok
+    [(text, ok)] = perf_report.bf16_checks({"lstm": (0.9, "bf16-mixed")})
+    assert not ok and "lstm 0.90x" in text
+    assert perf_report.bf16_checks({"gru": (0.8, "32-true")}) == []  # auto picks float32: nothing to hold it to
 
 
 def test_training_flops_are_counted_and_scale_with_the_gates():
