@@ -108,7 +108,7 @@ def bf16_checks(speedups: dict) -> list[tuple[str, bool]]:
     picked = {arch: s for arch, (s, precision) in speedups.items() if precision.startswith("bf16")}
     if not picked:
         return []
-    return [(f"`precision: auto`'s bf16 is faster than float32 where it picks it ("
+    return [("`precision: auto`'s bf16 is faster than float32 where it picks it ("
              + ", ".join(f"{arch} {s:.2f}x" for arch, s in picked.items()) + ")", min(picked.values()) >= 1.0)]
 
 
