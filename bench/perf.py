@@ -47,7 +47,7 @@ from bench.evaluation import inference_ms_per_1k
 from bench.models import ARCHITECTURES, Recurrent, build_network
 from bench.module import make_optimizer, training_flops_per_token
 from bench.perf_report import DEFAULTS, NAIVE_TEXTS, REFERENCE, render_report
-from bench.precision import has_bf16_engine, training_precision
+from bench.precision import BF16_INSTRUCTIONS, cpu_has_any, training_precision
 from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
 from bench.trial import objective
 
@@ -172,7 +172,7 @@ class TrainingBench:
             paired.append((REFERENCE, lambda: self.bare(self.train, self.epochs, REFERENCE)))
         if self.on_kernels:
             paired.append(("torch_nn", self.bare_on_torch_nn))
-        if has_bf16_engine():
+        if cpu_has_any(BF16_INSTRUCTIONS):
             paired.append(("bf16", lambda: self.bare(self.train, self.epochs, bf16=True)))
         if rep % 2 == 0:
             paired.reverse()

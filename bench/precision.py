@@ -17,7 +17,7 @@ BF16_ENGINES = ("amx_bf16",)
 BF16_INSTRUCTIONS = ("amx_bf16", "avx512_bf16")
 
 
-def has_bf16_engine(features: tuple[str, ...] = BF16_INSTRUCTIONS) -> bool:
+def cpu_has_any(features: tuple[str, ...]) -> bool:
     return any(feature in cpu_features().split() for feature in features)
 
 
@@ -28,4 +28,4 @@ def training_precision(cfg: SweepConfig, arch: str) -> str:
         return cfg.precision
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if has_bf16_engine(BF16_ENGINES) and arch in BF16_ARCHITECTURES else "32-true"
+    return "bf16-mixed" if cpu_has_any(BF16_ENGINES) and arch in BF16_ARCHITECTURES else "32-true"

@@ -29,7 +29,7 @@ def test_batches_padded_to_a_fixed_width():
 
 def test_training_measurement_runs_the_sweep_trial(runtime, mirror, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))
-    monkeypatch.setattr(perf, "has_bf16_engine", lambda: True)  # as on a CPU with AVX512-BF16 or AMX
+    monkeypatch.setattr(perf, "cpu_has_any", lambda features: True)  # as on a CPU with AVX512-BF16 or AMX
     result = perf.measure_training("averaging", pass_seconds=0.01, repeats=2, workdir=tmp_path / "perf")
     assert result["texts"] >= 64 and result["tokens"] > result["texts"]
     assert all(len(values) == 2 and min(values) > 0 for values in result["seconds"].values())
