@@ -117,6 +117,7 @@ class TrainingBench:
         parent = self.client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
         sweep = SweepContext(cfg, self.client, experiment_id, Keys("sqlite://"))
         self.ctx = StudyContext(sweep, "imdb", arch, data, parent)
+        self.harness_bf16 = training_precision(cfg, arch) == "bf16-mixed" and cpu_has_any(BF16_INSTRUCTIONS)
 
     def _size_passes(self, pass_seconds: float) -> tuple[bench_data.Split, int]:
         """A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
@@ -166,14 +167,17 @@ class TrainingBench:
         """Seconds of each measurement. Bare runs back to back with the harness on one side and with a bare lstm
         pass over the same texts on the other, in alternating order, so that neither of a pair always runs first.
         A network with kernels.py's layers also runs a bare pass on torch.nn's, and on a CPU with a bf16 engine
-        every network a bare pass under bf16 autocast."""
-        paired = [("harness", self.harness), ("bare", lambda: self.bare(self.train, self.epochs))]
+        every network a bare pass under bf16 autocast: next to the harness where the harness trains in bf16."""
+        bare = [("bare", lambda: self.bare(self.train, self.epochs))]
+        if cpu_has_any(BF16_INSTRUCTIONS):
+            bare.append(("bf16", lambda: self.bare(self.train, self.epochs, bf16=True)))
+        if self.harness_bf16:  # the harness's neighbour is the bare pass in its own precision
+            bare.reverse()
+        paired = [("harness", self.harness), *bare]
         if self.arch != REFERENCE:
             paired.append((REFERENCE, lambda: self.bare(self.train, self.epochs, REFERENCE)))
         if self.on_kernels:
             paired.append(("torch_nn", self.bare_on_torch_nn))
-        if cpu_has_any(BF16_INSTRUCTIONS):
-            paired.append(("bf16", lambda: self.bare(self.train, self.epochs, bf16=True)))
         if rep % 2 == 0:
             paired.reverse()
         return {name: run() for name, run in paired + [("naive", self.naive), ("latency", self.latency)]}
@@ -199,7 +203,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in bench.fresh_network().parameters()),
         "flops_per_token": bench.flops_per_token(),
-        "auto_precision": training_precision(bench.cfg, arch),
+        "auto_precision": training_precision(bench.cfg, arch), "harness_bf16": bench.harness_bf16,
     }
 
 

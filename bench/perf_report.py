@@ -53,11 +53,12 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
         tok = {k: [r["tokens"] / v for v in s[k]] for k in ("harness", "bare")}
         tok["naive"] = [r["naive_tokens"] / v for v in s["naive"]]
         texts = [r["texts"] * r["epochs"] / v for v in s["harness"]]
-        # Harness and bare run back to back in each repetition: their ratio is taken per repetition, which
-        # cancels the drift of this host's speed between repetitions.
-        paired = [h / b for h, b in zip(tok["harness"], tok["bare"])]
+        # Harness and bare in the harness's precision run back to back in each repetition: their ratio is taken
+        # per repetition, which cancels the drift of this host's speed between repetitions.
+        like = s["bf16" if r.get("harness_bf16") else "bare"]
+        paired = [b / h for h, b in zip(s["harness"], like)]  # of tokens/s
         bare_step_ms = [b / r["steps"] * 1e3 for b in s["bare"]]
-        step_ms = [(h - b) / r["steps"] * 1e3 for h, b in zip(s["harness"], s["bare"])]
+        step_ms = [(h - b) / r["steps"] * 1e3 for h, b in zip(s["harness"], like)]
         overhead = statistics.median(paired)
         speedup = statistics.median(tok["harness"]) / statistics.median(tok["naive"])
         ratios[r["arch"]] = (overhead, speedup)
@@ -112,6 +113,24 @@ def bf16_checks(speedups: dict) -> list[tuple[str, bool]]:
              + ", ".join(f"{arch} {s:.2f}x" for arch, s in picked.items()) + ")", min(picked.values()) >= 1.0)]
 
 
+def loading_section(loads: dict) -> list[str]:
+    """The data-loading table, or nothing where no dataset was measured (`--datasets` with no names)."""
+    if not loads:
+        return []
+    return [
+        "## Data loading",
+        "",
+        "Load, normalise, tokenise and encode, in a fresh process; cold: empty runtime folder (no `datasets` "
+        "cache, no encoded cache); warm: the encoded cache hit by the next run.",
+        "",
+        "| dataset | rows (train / val / test) | cold s | warm s |",
+        "|---|---|---|---|",
+        *[f"| {name} | {r['train']:,} / {r['val']:,} / {r['test']:,} | {median_spread(cold, 1)} "
+          f"| {median_spread(warm, 2)} |" for name, (r, cold, warm) in loads.items()],
+        "",
+    ]
+
+
 def target_checks(ratios: dict, to_reference: dict, loads: dict, speedups: dict) -> list[str]:
     recurrent = [a for a in ratios if a in RECURRENT]
     checks = [(f"harness overhead: harness / bare >= 0.95 for every architecture "
@@ -142,7 +161,7 @@ def training_method(args: argparse.Namespace) -> str:
         "training (sized by a probe pass): the first training texts, or all of them for several epochs "
         "(_texts x epochs_). "
         "_harness / bare_: median (min-max) of the ratio within each repetition, where the two run back to back "
-        "(in alternating order); "
+        "(in alternating order), the bare pass in the precision the harness trains in (bf16 table); "
         f"_bare ms / step_: a bare training step ({DEFAULTS['batch_size']} texts); _harness - bare_: the difference "
         "of their pass times per training step. "
         "Inference: batches of 512 over 2,000 test reviews. Peak RSS: of the process that measured the row."
@@ -197,16 +216,7 @@ def render_report(args: argparse.Namespace, command: str, minutes: float, result
         *arithmetic,
         "",
         *bf16,
-        "## Data loading",
-        "",
-        "Load, normalise, tokenise and encode, in a fresh process; cold: empty runtime folder (no `datasets` "
-        "cache, no encoded cache); warm: the encoded cache hit by the next run.",
-        "",
-        "| dataset | rows (train / val / test) | cold s | warm s |",
-        "|---|---|---|---|",
-        *[f"| {name} | {r['train']:,} / {r['val']:,} / {r['test']:,} | {median_spread(cold, 1)} "
-          f"| {median_spread(warm, 2)} |" for name, (r, cold, warm) in loads.items()],
-        "",
+        *loading_section(loads),
         "## Targets (this project's 2-core CPU machine)",
         "",
         *target_checks(ratios, to_reference, loads, speedups),

@@ -42,6 +42,15 @@ def test_training_measurement_runs_the_sweep_trial(runtime, mirror, tmp_path, mo
     assert bf16[2].endswith(f"| {result['auto_precision']} |") and speedups["averaging"][0] > 0
 
 
+def test_the_harness_is_set_against_the_bare_pass_in_its_own_precision():
+    seconds = {"harness": [2.0], "bare": [4.0], "bf16": [2.0], "naive": [8.0], "latency": [1.0]}
+    result = {"arch": "lstm", "texts": 10, "epochs": 1, "tokens": 100, "steps": 1, "naive_tokens": 100,
+              "params": 1, "peak_rss_mb": 1.0, "seconds": seconds}
+    _, fp32 = perf_report.training_table([{**result, "harness_bf16": False}])
+    _, bf16 = perf_report.training_table([{**result, "harness_bf16": True}])
+    assert fp32["lstm"][0] == 2.0 and bf16["lstm"][0] == 1.0  # harness / bare, of tokens/s
+
+
 def test_the_bf16_check_holds_auto_to_a_speedup_only_where_it_picks_bf16():
     [(_, ok)] = perf_report.bf16_checks({"lstm": (1.3, "bf16-mixed"), "gru": (0.8, "32-true")})
     assert ok
