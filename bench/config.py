@@ -217,7 +217,7 @@ class SweepConfig(Strict):
     # None of these needs gradient scaling, which the training step (module.py) does not do.
     precision: Literal["auto", "32-true", "bf16-mixed", "bf16-true", "64-true"] = Field(
         "auto", description="Lightning precision: `auto` (`bf16-mixed` on a GPU that supports it, and for lstm and "
-                        "bilstm on a CPU with AMX; else `32-true`: bench/precision.py), "
+                        "bilstm on a CPU with AMX or AVX512-BF16; else `32-true`: bench/precision.py), "
                         "`32-true`, `bf16-mixed`, `bf16-true` or `64-true`")
 
     @field_validator("user_datasets")

@@ -47,7 +47,7 @@ from bench.evaluation import inference_ms_per_1k
 from bench.models import ARCHITECTURES, Recurrent, build_network
 from bench.module import make_optimizer, training_flops_per_token
 from bench.perf_report import DEFAULTS, NAIVE_TEXTS, REFERENCE, render_report
-from bench.precision import BF16_INSTRUCTIONS, cpu_has_any, training_precision
+from bench.precision import BF16_ENGINES, cpu_has_any, training_precision
 from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
 from bench.trial import objective
 
@@ -117,7 +117,7 @@ class TrainingBench:
         parent = self.client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
         sweep = SweepContext(cfg, self.client, experiment_id, Keys("sqlite://"))
         self.ctx = StudyContext(sweep, "imdb", arch, data, parent)
-        self.harness_bf16 = training_precision(cfg, arch) == "bf16-mixed" and cpu_has_any(BF16_INSTRUCTIONS)
+        self.harness_bf16 = training_precision(cfg, arch) == "bf16-mixed" and cpu_has_any(BF16_ENGINES)
 
     def _size_passes(self, pass_seconds: float) -> tuple[bench_data.Split, int]:
         """A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
@@ -169,7 +169,7 @@ class TrainingBench:
         A network with kernels.py's layers also runs a bare pass on torch.nn's, and on a CPU with a bf16 engine
         every network a bare pass under bf16 autocast: next to the harness where the harness trains in bf16."""
         bare = [("bare", lambda: self.bare(self.train, self.epochs))]
-        if cpu_has_any(BF16_INSTRUCTIONS):
+        if cpu_has_any(BF16_ENGINES):
             bare.append(("bf16", lambda: self.bare(self.train, self.epochs, bf16=True)))
         if self.harness_bf16:  # the harness's neighbour is the bare pass in its own precision
             bare.reverse()

@@ -11,10 +11,9 @@ from bench.provenance import cpu_features
 # On the CPU, autocast runs in bf16 only the products of nn.LSTM (oneDNN's kernel) and of nn.Linear: the networks
 # whose time is in the LSTM. kernels.py's SimpleRNN and GRU loops stay float32, and averaging is memory-bound.
 BF16_ARCHITECTURES = ("lstm", "bilstm")
-# The CPU features under which those products pay in bf16, as /proc/cpuinfo names them: AMX, the matrix engine.
-BF16_ENGINES = ("amx_bf16",)
-# A CPU with any of these runs bf16 products in hardware: `nox -s perf` measures bf16 against float32 on it.
-BF16_INSTRUCTIONS = ("amx_bf16", "avx512_bf16")
+# A CPU with any of these (as /proc/cpuinfo names them) runs bf16 products in hardware, and there lstm's pay on both
+# CPU kinds measured (AMX on an Intel Xeon, AVX512-BF16 alone on an AMD EPYC: docs/performance.md).
+BF16_ENGINES = ("amx_bf16", "avx512_bf16")
 
 
 def cpu_has_any(features: tuple[str, ...]) -> bool:

@@ -146,7 +146,7 @@ def test_the_stop_reason_tells_patience_from_pruning_and_the_epoch_cap():
 
 @pytest.mark.parametrize("features, setting, expected", [
     ("avx2 avx512f amx_bf16", "auto", {"lstm": "bf16-mixed", "bilstm": "bf16-mixed", "gru": "32-true"}),
-    ("avx2 avx512f avx512_bf16", "auto", {"lstm": "32-true", "bilstm": "32-true", "gru": "32-true"}),
+    ("avx2 avx512f avx512_bf16", "auto", {"lstm": "bf16-mixed", "bilstm": "bf16-mixed", "gru": "32-true"}),
     ("avx2", "auto", {"lstm": "32-true", "averaging": "32-true"}),
     ("avx2 avx512f amx_bf16", "32-true", {"lstm": "32-true"}),  # the config forces either way
     ("avx2", "bf16-mixed", {"lstm": "bf16-mixed", "gru": "bf16-mixed"}),
