@@ -117,7 +117,7 @@ class TrainingBench:
         parent = self.client.create_run(experiment_id, run_name=f"perf-{arch}").info.run_id
         sweep = SweepContext(cfg, self.client, experiment_id, Keys("sqlite://"))
         self.ctx = StudyContext(sweep, "imdb", arch, data, parent)
-        self.harness_bf16 = training_precision(cfg, arch) == "bf16-mixed" and cpu_has_any(BF16_ENGINES)
+        self.precision = training_precision(cfg, arch)  # what the harness trains in
 
     def _size_passes(self, pass_seconds: float) -> tuple[bench_data.Split, int]:
         """A timed pass covers about `pass_seconds` of bare training: long enough that per-epoch costs (the first
@@ -171,7 +171,7 @@ class TrainingBench:
         bare = [("bare", lambda: self.bare(self.train, self.epochs))]
         if cpu_has_any(BF16_ENGINES):
             bare.append(("bf16", lambda: self.bare(self.train, self.epochs, bf16=True)))
-        if self.harness_bf16:  # the harness's neighbour is the bare pass in its own precision
+        if self.precision == "bf16-mixed":  # the harness's neighbour is the bare pass in its own precision
             bare.reverse()
         paired = [("harness", self.harness), *bare]
         if self.arch != REFERENCE:
@@ -203,7 +203,7 @@ def measure_training(arch: str, pass_seconds: float, repeats: int, workdir: Path
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in bench.fresh_network().parameters()),
         "flops_per_token": bench.flops_per_token(),
-        "auto_precision": training_precision(bench.cfg, arch), "harness_bf16": bench.harness_bf16,
+        "auto_precision": bench.precision,
     }
 
 

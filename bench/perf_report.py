@@ -55,7 +55,7 @@ def training_table(results: list[dict]) -> tuple[list[str], dict]:
         texts = [r["texts"] * r["epochs"] / v for v in s["harness"]]
         # Harness and bare in the harness's precision run back to back in each repetition: their ratio is taken
         # per repetition, which cancels the drift of this host's speed between repetitions.
-        like = s["bf16" if r.get("harness_bf16") else "bare"]
+        like = s["bf16"] if r["auto_precision"] == "bf16-mixed" and "bf16" in s else s["bare"]
         paired = [b / h for h, b in zip(s["harness"], like)]  # of tokens/s
         bare_step_ms = [b / r["steps"] * 1e3 for b in s["bare"]]
         step_ms = [(h - b) / r["steps"] * 1e3 for h, b in zip(s["harness"], like)]

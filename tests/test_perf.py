@@ -46,8 +46,8 @@ def test_the_harness_is_set_against_the_bare_pass_in_its_own_precision():
     seconds = {"harness": [2.0], "bare": [4.0], "bf16": [2.0], "naive": [8.0], "latency": [1.0]}
     result = {"arch": "lstm", "texts": 10, "epochs": 1, "tokens": 100, "steps": 1, "naive_tokens": 100,
               "params": 1, "peak_rss_mb": 1.0, "seconds": seconds}
-    _, fp32 = perf_report.training_table([{**result, "harness_bf16": False}])
-    _, bf16 = perf_report.training_table([{**result, "harness_bf16": True}])
+    _, fp32 = perf_report.training_table([{**result, "auto_precision": "32-true"}])
+    _, bf16 = perf_report.training_table([{**result, "auto_precision": "bf16-mixed"}])
     assert fp32["lstm"][0] == 2.0 and bf16["lstm"][0] == 1.0  # harness / bare, of tokens/s
 
 
