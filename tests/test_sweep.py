@@ -120,6 +120,10 @@ def test_an_ablation_trains_its_replicates_seed_and_configuration_with_one_param
                                                                                            fake):
     monkeypatch.setenv("BENCH_DATA_DIR", str(mirror))
     cfg = load_config(Path("sweeps/reference.yaml"))
+    # the earlier runs' ablations too, so that every kind of parameter is covered
+    earlier = {"imdb/gru": {"dropout": [0.0], "lr_schedule": ["constant", "warmup_cosine"]},
+               "imdb/averaging": {"weight_decay": [0.0, 0.1], **cfg.ablations["imdb/averaging"]}}
+    cfg = type(cfg).model_validate({**cfg.model_dump(), "ablations": {**cfg.ablations, **earlier}})
     for study_key, changes in cfg.ablations.items():
         dataset, arch = study_key.split("/")
         ctx = StudyContext(SweepContext(cfg, None, "", None), dataset, arch, types.SimpleNamespace(vocab_size=50), "")
