@@ -65,23 +65,31 @@ class Averaging(nn.Module):
     """Mean of the embeddings of the real tokens -> optional hidden layer -> logit (order-blind).
 
     With `bigram_buckets` > 0 each pair of neighbouring real tokens is one more token, hashed into that many
-    extra embedding rows (fastText's bigrams): the mean then sees local word order, e.g. "not good".
+    extra embedding rows (fastText's bigrams): the mean then sees local word order, e.g. "not good";
+    `trigram_buckets` does the same for triples. `sparse_updates`: the optimiser updates only the rows a batch
+    touches (module.py's SparseAdam), so that a step's cost no longer grows with the table.
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 2, embed_dim: int = 64, hidden_size: int = 0,
-                 dropout: float = 0.0, bigram_buckets: int = 0):
+                 dropout: float = 0.0, bigram_buckets: int = 0, trigram_buckets: int = 0,
+                 sparse_updates: bool = False):
         super().__init__()
-        self.vocab_size, self.bigram_buckets = vocab_size, bigram_buckets
+        self.vocab_size, self.bigram_buckets, self.trigram_buckets = vocab_size, bigram_buckets, trigram_buckets
         # EmbeddingBag averages without building the (batch, time, dim) tensor; padding_idx is left out.
-        self.embedding = nn.EmbeddingBag(vocab_size + bigram_buckets, embed_dim, mode="mean", padding_idx=PAD_ID)
+        self.embedding = nn.EmbeddingBag(vocab_size + bigram_buckets + trigram_buckets, embed_dim, mode="mean",
+                                         padding_idx=PAD_ID, sparse=sparse_updates)
         self.head = mlp_head(embed_dim, hidden_size, dropout, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        tokens = [ids]
+        # Right padding: an n-gram is real when its last token is.
         if self.bigram_buckets:
             pairs = (ids[:, :-1] * 1_000_003 + ids[:, 1:]) % self.bigram_buckets + self.vocab_size
-            # Right padding: a pair is real when its second token is.
-            ids = torch.cat([ids, torch.where(ids[:, 1:] != PAD_ID, pairs, PAD_ID)], dim=1)
-        return self.head(self.embedding(ids)).squeeze(-1)
+            tokens.append(torch.where(ids[:, 1:] != PAD_ID, pairs, PAD_ID))
+        if self.trigram_buckets:
+            triples = ((ids[:, :-2] * 1_000_003 + ids[:, 1:-1]) * 1_000_003 + ids[:, 2:]) % self.trigram_buckets
+            tokens.append(torch.where(ids[:, 2:] != PAD_ID, triples + self.vocab_size + self.bigram_buckets, PAD_ID))
+        return self.head(self.embedding(torch.cat(tokens, dim=1) if len(tokens) > 1 else ids)).squeeze(-1)
 
 
 class BagConcat(nn.Module):

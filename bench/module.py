@@ -78,9 +78,31 @@ def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: tor
     return counter.get_total_flops() / float(lengths.sum())
 
 
-def make_optimizer(network: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    # fused: one kernel over all parameters, much faster over large embedding tables on CPU too.
-    return torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+def make_optimizers(network: nn.Module, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+    """AdamW over every parameter, fused: one kernel over all of them, much faster over large embedding tables on
+    CPU too. A table with sparse gradients (an nn.Embedding or EmbeddingBag built with sparse=True) goes to a
+    SparseAdam of its own: lazy Adam, which moves only the rows a batch touches and decays none."""
+    sparse = {id(m.weight): m.weight for m in network.modules()
+              if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse}
+    dense = [p for p in network.parameters() if id(p) not in sparse]
+    optimizers = [torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay, fused=True)] if dense else []
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam(list(sparse.values()), lr=lr))
+    return optimizers
+
+
+def clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
+    """clip_grad_norm_, which takes no sparse gradient: such a gradient is coalesced first (a row's duplicates
+    summed), so that the total is the dense gradient's norm."""
+    if not any(p.grad is not None and p.grad.is_sparse for p in params):
+        nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    for p in params:
+        if p.grad is not None and p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    grads = [p.grad._values() if p.grad.is_sparse else p.grad for p in params if p.grad is not None]
+    total = nn.utils.get_total_norm(grads)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int):
@@ -107,7 +129,7 @@ class ClassifierModule(L.LightningModule):
         self.network = network
         self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
         self.lr_schedule, self.total_steps = lr_schedule, total_steps
-        self.schedule = None  # made with the optimiser; stepped in training_step (manual optimisation)
+        self.schedules = []  # made with the optimisers; stepped in training_step (manual optimisation)
         # The step is written out in plain PyTorch in training_step: Lightning's automatic optimisation, and even
         # its manual_backward / optimizer.step wrappers, run every callback's hooks at each step. The cost: no
         # gradient scaling, so config.py allows only precisions that need none.
@@ -145,20 +167,23 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batches, batch_idx):
         # BATCHES_PER_CALL batches per call, one optimiser step each: Lightning's per-call work is paid once a group.
-        optimizer = self.optimizers().optimizer
+        optimizers = self.optimizers()
+        optimizers = [o.optimizer for o in (optimizers if isinstance(optimizers, list) else [optimizers])]
         # A list, made once per call: self.parameters() walks the metrics' modules too, at every step.
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         if self._flops_batch is None:
             self._flops_batch = batches[0][:2]
         for batch in batches:
-            optimizer.zero_grad()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
             logits, labels, loss = self._step(batch)
             loss.backward()
             if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, self.grad_clip)
-            optimizer.step()
-            if self.schedule is not None:
-                self.schedule.step()
+                clip_gradients(params, self.grad_clip)
+            for optimizer in optimizers:
+                optimizer.step()
+            for schedule in self.schedules:
+                schedule.step()
             self._epoch_outputs.append((loss.detach(), logits.detach(), labels, batch[1]))
 
     def on_validation_epoch_start(self):
@@ -224,6 +249,6 @@ class ClassifierModule(L.LightningModule):
             self.network.load_state_dict(self.best_state)
 
     def configure_optimizers(self):
-        optimizer = make_optimizer(self.network, self.lr, self.weight_decay)
-        self.schedule = make_schedule(optimizer, self.lr_schedule, self.total_steps)
-        return optimizer
+        optimizers = make_optimizers(self.network, self.lr, self.weight_decay)
+        self.schedules = [s for s in (make_schedule(o, self.lr_schedule, self.total_steps) for o in optimizers) if s]
+        return optimizers[0] if len(optimizers) == 1 else optimizers

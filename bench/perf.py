@@ -45,7 +45,7 @@ from bench.context import StudyContext, SweepContext
 from bench.coordination import Keys
 from bench.evaluation import inference_ms_per_1k
 from bench.models import ARCHITECTURES, Recurrent, build_network
-from bench.module import make_optimizer, training_flops_per_token
+from bench.module import clip_gradients, make_optimizers, training_flops_per_token
 from bench.perf_report import DEFAULTS, NAIVE_TEXTS, REFERENCE, render_report
 from bench.precision import BF16_ENGINES, cpu_has_any, training_precision
 from bench.runtime import flush_denormals, keep_freed_memory, quiet_libraries
@@ -78,17 +78,19 @@ def bf16_forward(network: torch.nn.Module, ids: torch.Tensor, lengths: torch.Ten
 
 def train_seconds(network, batches, forward, lr: float, grad_clip: float, epochs: int = 1) -> float:
     """Plain PyTorch training over `batches`, `epochs` times, as the harness trains (AdamW fused, clipping)."""
-    optimizer = make_optimizer(network, lr, weight_decay=0.0)
+    optimizers = make_optimizers(network, lr, weight_decay=0.0)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     network.train()
     start = time.perf_counter()
     for _ in range(epochs):
         for ids, lengths, labels in batches:
-            optimizer.zero_grad()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
             loss = loss_fn(forward(network, ids, lengths), labels.float())
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
-            optimizer.step()
+            clip_gradients(list(network.parameters()), grad_clip)
+            for optimizer in optimizers:
+                optimizer.step()
     return time.perf_counter() - start
 
 

@@ -11,7 +11,7 @@ import torch
 from bench.config import ConfigError, SweepConfig, split_params
 from bench.data import DATASETS
 from bench.models import USER_ARCHITECTURES, build_network, logit_count
-from bench.module import make_optimizer
+from bench.module import make_optimizers
 from bench.search_space import CategoricalParam, FloatParam, IntParam
 
 # Two texts of a 10-word vocabulary, right-padded with id 0 as bench's batches are.
@@ -44,7 +44,7 @@ def network_problem(arch: str, params: dict, label: str, num_classes: int = 2) -
     training, network_params = split_params(params)
     try:
         network = build_network(arch, 10, num_classes, **network_params)
-        make_optimizer(network, training["lr"], training["weight_decay"])
+        make_optimizers(network, training["lr"], training["weight_decay"])
         problem = contract_problem(network, lambda: build_network(arch, 10, num_classes, **network_params),
                                    logit_count(num_classes))
     except Exception as error:

@@ -78,10 +78,12 @@ def test_unknown_architecture():
         build_network("cnn", VOCAB)
 
 
-def test_averaging_with_bigrams_sees_word_order_and_ignores_padding():
-    plain, bigrams = network("averaging").eval(), network("averaging", bigram_buckets=16).eval()
+@pytest.mark.parametrize("ngrams", [{"bigram_buckets": 64}, {"trigram_buckets": 64},
+                                    {"bigram_buckets": 64, "trigram_buckets": 64}])
+def test_averaging_with_ngrams_sees_word_order_and_ignores_padding(ngrams):
+    plain, hashed = network("averaging").eval(), network("averaging", **ngrams).eval()
     text, shuffled = [5, 9, 3], [3, 9, 5]
-    assert torch.allclose(plain(*batch([text])), plain(*batch([shuffled])))  # order-blind without bigrams
-    assert not torch.allclose(bigrams(*batch([text])), bigrams(*batch([shuffled])), atol=1e-6)
+    assert torch.allclose(plain(*batch([text])), plain(*batch([shuffled])))  # order-blind without n-grams
+    assert not torch.allclose(hashed(*batch([text])), hashed(*batch([shuffled])), atol=1e-6)
     ids, lengths = batch([text, [4, 4, 8, 2, 6, 11]])
-    assert torch.allclose(bigrams(*batch([text])), bigrams(ids, lengths)[:1], atol=1e-6)
+    assert torch.allclose(hashed(*batch([text])), hashed(ids, lengths)[:1], atol=1e-6)

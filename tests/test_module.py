@@ -7,7 +7,7 @@ import torch
 
 from bench import data as bench_data
 from bench.models import build_network
-from bench.module import ClassifierModule, make_schedule, training_loader
+from bench.module import ClassifierModule, clip_gradients, make_optimizers, make_schedule, training_loader
 
 
 def tiny_split(n=96, seed=0) -> bench_data.Split:
@@ -40,6 +40,43 @@ def test_gradients_are_clipped():
     module.configure_optimizers = configure_and_watch
     fit_one_epoch(module, tiny_split())
     assert len(norms) == 3 and max(norms) <= 1e-3 * 1.001
+
+
+def sparse_and_dense_averaging():
+    """Two copies of one averaging network, but that one's table takes sparse updates, and a batch touching a few
+    of its rows, several twice."""
+    torch.manual_seed(0)
+    dense = build_network("averaging", 50, embed_dim=4, bigram_buckets=64)
+    sparse = build_network("averaging", 50, embed_dim=4, bigram_buckets=64, sparse_updates=True)
+    sparse.load_state_dict(dense.state_dict())
+    return dense, sparse, torch.tensor([[5, 9, 5, 9, 3], [7, 7, 0, 0, 0]]), torch.tensor([5, 2])
+
+
+def test_sparse_updates_take_the_same_first_step_as_dense_adamw_and_move_only_touched_rows():
+    """Lazy Adam (SparseAdam) stands for AdamW on a sparse table: with no decay, the first steps are the same."""
+    dense, sparse, ids, lengths = sparse_and_dense_averaging()
+    before = dense.embedding.weight.detach().clone()
+    for network in (dense, sparse):
+        optimizers = make_optimizers(network, lr=0.1, weight_decay=0.0)
+        assert len(optimizers) == (2 if network is sparse else 1)
+        network(ids, lengths).sum().backward()
+        clip_gradients(list(network.parameters()), 0.5)
+        for optimizer in optimizers:
+            optimizer.step()
+    assert torch.allclose(dense.embedding.weight, sparse.embedding.weight, atol=1e-5)
+    assert torch.allclose(dense.head[1].weight, sparse.head[1].weight)
+    moved = (sparse.embedding.weight != before).any(dim=1).nonzero().flatten().tolist()
+    assert 5 in moved and 7 in moved and 0 not in moved and len(moved) < 12
+
+
+def test_clipping_a_sparse_gradient_clips_the_dense_gradients_norm():
+    dense, sparse, ids, lengths = sparse_and_dense_averaging()
+    for network in (dense, sparse):
+        (network(ids, lengths) * 100).sum().backward()
+        clip_gradients(list(network.parameters()), 0.5)
+    clipped = [torch.cat([(p.grad.to_dense() if p.grad.is_sparse else p.grad).flatten() for p in n.parameters()])
+               for n in (dense, sparse)]
+    assert clipped[0].norm() == pytest.approx(0.5, rel=1e-4) and torch.allclose(*clipped, atol=1e-7)
 
 
 def test_training_metrics_cover_every_training_text():
@@ -99,7 +136,7 @@ def test_the_schedule_steps_once_per_optimiser_step():
     module = ClassifierModule(build_network("averaging", 50), lr=1e-2, weight_decay=0.0, grad_clip=None,
                               lr_schedule="warmup_cosine", total_steps=3)
     fit_one_epoch(module, split, batch_size=32)  # 96 texts: 3 steps, the whole cap
-    assert module.schedule.last_epoch == 3 and module.schedule.get_last_lr()[0] == pytest.approx(0.0)
+    assert module.schedules[0].last_epoch == 3 and module.schedules[0].get_last_lr()[0] == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("arch", ["simple_rnn", "gru", "lstm", "bilstm", "bag_concat"])
