@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import re
@@ -107,8 +108,9 @@ def keep_freed_memory() -> None:
 
 
 def release_freed_memory() -> None:
-    """Hand the memory kept by keep_freed_memory back to the OS, between trials: each trial's buffers have other
-    sizes, so without this the heap grows from trial to trial."""
+    """Free the last trial's tensors and hand the memory kept by keep_freed_memory back to the OS, between trials:
+    each trial's buffers have other sizes, so without this the heap grows from trial to trial."""
+    gc.collect()  # a Trainer and its module refer to each other: only the cycle collector frees them, and their tensors
     if libc := _glibc():
         libc.malloc_trim(0)
 
