@@ -67,14 +67,16 @@ class Averaging(nn.Module):
     With `bigram_buckets` > 0 each pair of neighbouring real tokens is one more token, hashed into that many
     extra embedding rows (fastText's bigrams): the mean then sees local word order, e.g. "not good";
     `trigram_buckets` does the same for triples. `sparse_updates`: the optimiser updates only the rows a batch
-    touches (module.py's SparseAdam), so that a step's cost no longer grows with the table.
+    touches (module.py's SparseAdam), so that a step's cost no longer grows with the table. `word_dropout`: in
+    training, each token and n-gram is left out of the mean with this probability (DAN's, Iyyer et al. 2015).
     """
 
     def __init__(self, vocab_size: int, num_classes: int = 2, embed_dim: int = 64, hidden_size: int = 0,
                  dropout: float = 0.0, bigram_buckets: int = 0, trigram_buckets: int = 0,
-                 sparse_updates: bool = False):
+                 sparse_updates: bool = False, word_dropout: float = 0.0):
         super().__init__()
         self.vocab_size, self.bigram_buckets, self.trigram_buckets = vocab_size, bigram_buckets, trigram_buckets
+        self.word_dropout = word_dropout
         # EmbeddingBag averages without building the (batch, time, dim) tensor; padding_idx is left out.
         self.embedding = nn.EmbeddingBag(vocab_size + bigram_buckets + trigram_buckets, embed_dim, mode="mean",
                                          padding_idx=PAD_ID, sparse=sparse_updates)
@@ -89,7 +91,10 @@ class Averaging(nn.Module):
         if self.trigram_buckets:
             triples = ((ids[:, :-2] * 1_000_003 + ids[:, 1:-1]) * 1_000_003 + ids[:, 2:]) % self.trigram_buckets
             tokens.append(torch.where(ids[:, 2:] != PAD_ID, triples + self.vocab_size + self.bigram_buckets, PAD_ID))
-        return self.head(self.embedding(torch.cat(tokens, dim=1) if len(tokens) > 1 else ids)).squeeze(-1)
+        tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else ids
+        if self.training and self.word_dropout:
+            tokens = tokens.masked_fill(torch.rand(tokens.shape, device=tokens.device) < self.word_dropout, PAD_ID)
+        return self.head(self.embedding(tokens)).squeeze(-1)
 
 
 class BagConcat(nn.Module):

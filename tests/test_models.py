@@ -87,3 +87,13 @@ def test_averaging_with_ngrams_sees_word_order_and_ignores_padding(ngrams):
     assert not torch.allclose(hashed(*batch([text])), hashed(*batch([shuffled])), atol=1e-6)
     ids, lengths = batch([text, [4, 4, 8, 2, 6, 11]])
     assert torch.allclose(hashed(*batch([text])), hashed(ids, lengths)[:1], atol=1e-6)
+
+
+def test_word_dropout_leaves_tokens_out_in_training_only():
+    net = network("averaging", bigram_buckets=64, word_dropout=0.5)
+    ids, lengths = batch([[5, 9, 3, 7, 11, 4, 8, 2]])
+    with torch.no_grad():
+        net.eval()
+        assert torch.equal(net(ids, lengths), net(ids, lengths))
+        net.train()
+        assert len({float(net(ids, lengths)) for _ in range(8)}) > 1
