@@ -94,7 +94,14 @@ class Averaging(nn.Module):
         tokens = torch.cat(tokens, dim=1) if len(tokens) > 1 else ids
         if self.training and self.word_dropout:
             tokens = tokens.masked_fill(torch.rand(tokens.shape, device=tokens.device) < self.word_dropout, PAD_ID)
-        return self.head(self.embedding(tokens)).squeeze(-1)
+        if not self.embedding.sparse:
+            return self.head(self.embedding(tokens)).squeeze(-1)
+        # Each distinct row looked up once: the sparse gradient then holds one row per distinct token, already
+        # sorted, which SparseAdam merges without a sort of every occurrence.
+        rows, tokens = torch.unique(tokens, return_inverse=True)
+        weight = nn.functional.embedding(rows, self.embedding.weight, sparse=True)
+        padding = 0 if rows[0] == PAD_ID else None  # rows are sorted: padding, if any, is the first
+        return self.head(nn.functional.embedding_bag(tokens, weight, mode="mean", padding_idx=padding)).squeeze(-1)
 
 
 class BagConcat(nn.Module):
