@@ -3,6 +3,7 @@ toward the budget."""
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import optuna
@@ -74,18 +75,27 @@ class EpochEndPruning(PyTorchLightningPruningCallback):
             super().on_validation_end(trainer, pl_module)
 
 
+TABLE_CREATION_ATTEMPTS = 5
+
+
 def open_storage(cfg: SweepConfig) -> optuna.storages.RDBStorage:
     """The Optuna storage. Its heartbeat marks a dead worker's trials failed, and the callback retries them; on
     PostgreSQL its calls outlast a restart."""
     url = storage_url(cfg)
     shared = not url.startswith("sqlite")  # PostgreSQL, which may restart under running workers
     storage = ReconnectingStorage if shared else optuna.storages.RDBStorage
-    try:
-        return storage(url, engine_kwargs={"pool_pre_ping": True} if shared else None,  # restarts drop connections
-                       heartbeat_interval=cfg.heartbeat, grace_period=3 * cfg.heartbeat,
-                       heartbeat_stale_trial_callback=RETRY_KILLED)
-    except sqlalchemy.exc.OperationalError as error:
-        raise UserError(f"cannot open the Optuna storage {redacted(storage_url(cfg))}: {error.orig}") from None
+    for attempt in range(TABLE_CREATION_ATTEMPTS):
+        try:
+            return storage(url, engine_kwargs={"pool_pre_ping": True} if shared else None,  # restarts drop connections
+                           heartbeat_interval=cfg.heartbeat, grace_period=3 * cfg.heartbeat,
+                           heartbeat_stale_trial_callback=RETRY_KILLED)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers opening a new database at once race to create its tables; the losers find them made.
+            if attempt == TABLE_CREATION_ATTEMPTS - 1:
+                raise
+            time.sleep(1)
+        except sqlalchemy.exc.OperationalError as error:
+            raise UserError(f"cannot open the Optuna storage {redacted(storage_url(cfg))}: {error.orig}") from None
 
 
 def budget_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

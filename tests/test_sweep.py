@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from optuna.trial import TrialState
@@ -169,3 +170,19 @@ def test_a_trial_without_a_recorded_configuration_is_not_replicated():
         "lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)}, value=0.5))
     with pytest.raises(UserError, match="old/imdb/gru: trial 0 recorded no configuration"):
         bench_trial.recorded_config(study, study.best_trial)
+
+
+def test_a_worker_that_loses_the_race_to_create_the_storages_tables_opens_them_after_the_winner(
+        runtime, tiny_sweep, monkeypatch):
+    """Workers starting at once on a new database each try to create Optuna's tables; the losers see a duplicate."""
+    real, attempts = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:  # the winner is still creating them
+            raise sqlalchemy.exc.IntegrityError("CREATE TYPE studydirection", {}, Exception("duplicate key value"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
+    assert isinstance(search.open_storage(load_config(tiny_sweep)), real) and len(attempts) == 2
