@@ -79,7 +79,7 @@ def training_flops_per_token(network: nn.Module, ids: torch.Tensor, lengths: tor
 
 
 def make_optimizers(network: nn.Module, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
-    """AdamW over every parameter, fused: one kernel over all of them, much faster over large embedding tables on
+    """AdamW over the parameters, fused: one kernel over all of them, much faster over large embedding tables on
     CPU too. A table with sparse gradients (an nn.Embedding or EmbeddingBag built with sparse=True) goes to a
     SparseAdam of its own: lazy Adam, which moves only the rows a batch touches and decays none."""
     sparse = {id(m.weight): m.weight for m in network.modules()
@@ -94,12 +94,12 @@ def make_optimizers(network: nn.Module, lr: float, weight_decay: float) -> list[
 def clip_gradients(params: list[nn.Parameter], max_norm: float) -> None:
     """clip_grad_norm_, which takes no sparse gradient: such a gradient is coalesced first (a row's duplicates
     summed), so that the total is the dense gradient's norm."""
-    if not any(p.grad is not None and p.grad.is_sparse for p in params):
+    sparse = [p for p in params if p.grad is not None and p.grad.is_sparse]
+    if not sparse:
         nn.utils.clip_grad_norm_(params, max_norm)
         return
-    for p in params:
-        if p.grad is not None and p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
+    for p in sparse:
+        p.grad = p.grad.coalesce()
     grads = [p.grad._values() if p.grad.is_sparse else p.grad for p in params if p.grad is not None]
     total = nn.utils.get_total_norm(grads)
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
