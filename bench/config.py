@@ -146,7 +146,8 @@ class StudySettings(Strict):
                                                           "null: none")
     max_epochs: PositiveInt | dict[str, PositiveInt] = Field(
         5, description="epochs per trial: one number, or one per dataset (`{imdb: 2, sentiment140: 1}`)")
-    patience: int = Field(2, ge=1, description="early stopping: epochs without a better `val/acc`")
+    patience: PositiveInt | dict[str, PositiveInt] = Field(
+        2, description="early stopping: epochs without a better `val/acc`; one number, or one per dataset")
     validations_per_epoch: PositiveInt | dict[str, PositiveInt] = Field(
         1, description="validations per epoch, evenly spaced, the last at its end (learning-curve points): one "
                        "number, or one per dataset; pruning reads the epoch ends only")
@@ -294,7 +295,7 @@ class SweepConfig(Strict):
                 config_checks.check_lr_schedule(self, arch, dataset)
         for study, changes in self.ablations.items():
             config_checks.check_ablation(self, study, changes)
-        for key in ("max_epochs", "validations_per_epoch"):
+        for key in ("max_epochs", "patience", "validations_per_epoch"):
             values = getattr(self.study, key)
             if isinstance(values, dict):
                 unknown = sorted(set(values) - set(_datasets()))
@@ -306,6 +307,9 @@ class SweepConfig(Strict):
 
     def max_epochs(self, dataset: str) -> int:
         return _for_dataset(self.study.max_epochs, dataset)
+
+    def patience(self, dataset: str) -> int:
+        return _for_dataset(self.study.patience, dataset)
 
     def validations_per_epoch(self, dataset: str) -> int:
         return _for_dataset(self.study.validations_per_epoch, dataset)

@@ -86,7 +86,7 @@ def fit_network(ctx: StudyContext, params: dict, run_id: str, seed: int, callbac
     logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=tracking_uri(cfg), run_id=run_id)
     validations = cfg.validations_per_epoch(ctx.dataset)
     # Patience counts validations: `patience` epochs' worth.
-    patience = EarlyStopping("val/acc", mode="max", patience=cfg.study.patience * validations)
+    patience = EarlyStopping("val/acc", mode="max", patience=cfg.patience(ctx.dataset) * validations)
     callbacks = [patience, *callbacks]
     if not sys.stderr.isatty():
         callbacks.append(EpochLines(f"{ctx.prefix} {label}"))

@@ -85,15 +85,17 @@ dataset_search_spaces:
     assert "dataset_search_spaces.sentiment140" in message and "bag_size" in message
 
 
-def test_max_epochs_per_dataset(tmp_path):
+@pytest.mark.parametrize("key", ["max_epochs", "patience"])
+def test_study_setting_per_dataset(tmp_path, key):
     both = BASE.replace("[imdb]", "[imdb, sentiment140]")
-    cfg = load_config(write(tmp_path, both + "study:\n  max_epochs: {imdb: 2, sentiment140: 1}\n"))
-    assert (cfg.max_epochs("imdb"), cfg.max_epochs("sentiment140")) == (2, 1)
-    assert load_config(write(tmp_path, both), ["study.max_epochs=3"]).max_epochs("sentiment140") == 3
-    message = error_of(write(tmp_path, both + "study:\n  max_epochs: {imdb: 2, tweets: 1}\n"))
+    cfg = load_config(write(tmp_path, both + f"study:\n  {key}: {{imdb: 2, sentiment140: 1}}\n"))
+    value_for = getattr(cfg, key)
+    assert (value_for("imdb"), value_for("sentiment140")) == (2, 1)
+    assert getattr(load_config(write(tmp_path, both), [f"study.{key}=3"]), key)("sentiment140") == 3
+    message = error_of(write(tmp_path, both + f"study:\n  {key}: {{imdb: 2, tweets: 1}}\n"))
     assert "unknown dataset(s) ['tweets'], no value for dataset(s) ['sentiment140']" in message
-    message = error_of(write(tmp_path, both), ["study.max_epochs={imdb: 2, sentiment140: 0}"])
-    assert "study.max_epochs" in message and "greater than 0" in message
+    message = error_of(write(tmp_path, both), [f"study.{key}={{imdb: 2, sentiment140: 0}}"])
+    assert f"study.{key}" in message and "greater than 0" in message
 
 
 def test_config_reference_is_generated_from_the_models():
